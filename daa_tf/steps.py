@@ -1,0 +1,75 @@
+"""Step rules: the direction hook of the sign-gradient loop (foolbox-style).
+
+Every attack here is ``x <- proj(x + a * sign(V))``; a rule maps the loss gradient ``G`` to ``V``.
+Rules are static configuration (hashable, so compiled loops can be cached per rule); the numbers a
+user may vary between calls (``decay``, ``c``) arrive as tensors in ``params`` so that changing them
+never retraces.
+"""
+import dataclasses
+from typing import Dict, Tuple
+
+import tensorflow as tf
+
+from daa_tf import particles as particle_kernel
+
+State = Tuple[tf.Tensor, ...]
+Params = Dict[str, tf.Tensor]
+
+
+def _flat(t: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(t, [tf.shape(t)[0], -1])
+
+
+@dataclasses.dataclass(frozen=True)
+class SignGradient:
+    """PGD / FGSM: ``V = G``."""
+
+    def init_state(self, x: tf.Tensor, params: Params) -> State:
+        return ()
+
+    def direction(self, grad: tf.Tensor, x: tf.Tensor, state: State,
+                  params: Params) -> Tuple[tf.Tensor, State]:
+        return grad, state
+
+
+@dataclasses.dataclass(frozen=True)
+class Momentum:
+    """Momentum PGD (MI-FGSM's rule, paper eq. 7): ``g <- decay * g + G_i / ||G_i||_1``; ``V = g``.
+
+    A zero gradient row contributes zero (its norm is floored at the smallest normal float).
+    """
+
+    def init_state(self, x: tf.Tensor, params: Params) -> State:
+        return (tf.zeros_like(x),)
+
+    def direction(self, grad: tf.Tensor, x: tf.Tensor, state: State,
+                  params: Params) -> Tuple[tf.Tensor, State]:
+        norm = tf.reduce_sum(tf.abs(_flat(grad)), axis=1)
+        norm = tf.maximum(norm, tf.constant(1.1754944e-38, grad.dtype))
+        norm = tf.reshape(norm, [-1] + [1] * (len(grad.shape) - 1))
+        g = params["decay"] * state[0] + grad / norm
+        return g, (g,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Particles:
+    """DAA: particles interact inside consecutive groups of ``particles`` (``kind`` 'blob' or 'dgf').
+
+    ``params["c"]`` is the effective constant (DGF's is already scaled for the pixel range).
+    """
+
+    kind: str
+    particles: int
+
+    def init_state(self, x: tf.Tensor, params: Params) -> State:
+        return ()
+
+    def direction(self, grad: tf.Tensor, x: tf.Tensor, state: State,
+                  params: Params) -> Tuple[tf.Tensor, State]:
+        n = tf.shape(x)[0]
+        xg, mask, sizes = particle_kernel.to_groups(_flat(x), self.particles)
+        gg, _, _ = particle_kernel.to_groups(_flat(grad), self.particles)
+        rule = (particle_kernel.blob_direction if self.kind == "blob"
+                else particle_kernel.dgf_direction)
+        v = rule(gg, xg, mask, sizes, params["c"])
+        return tf.reshape(particle_kernel.from_groups(v, n), tf.shape(x)), state
