@@ -114,15 +114,16 @@ class _Merged:
     def load(cls, path: str, fingerprint: str) -> "_Merged":
         try:
             with np.load(path) as state:
-                if str(state["fingerprint"]) != fingerprint:
-                    raise ValueError(
-                        f"the saved state {path} belongs to a different run (other settings, "
-                        "seed or data); delete it or run without resuming")
-                return cls(state["x"].copy(), state["score"].copy(), state["fooled"].copy(),
-                           [float(a) for a in state["restart_accuracies"]])
-        except (OSError, KeyError, EOFError) as err:
+                saved = {key: state[key] for key in
+                         ("x", "score", "fooled", "restart_accuracies", "fingerprint")}
+        except (OSError, KeyError, EOFError, ValueError) as err:
             raise ValueError(f"cannot read the saved state {path}: {err}; delete it to start "
                              "afresh") from err
+        if str(saved["fingerprint"]) != fingerprint:
+            raise ValueError(f"the saved state {path} belongs to a different run (other settings, "
+                             "seed or data); delete it or run without resuming")
+        return cls(saved["x"], saved["score"], saved["fooled"],
+                   [float(a) for a in saved["restart_accuracies"]])
 
 
 def evaluate(model: compiled.Model, x: np.ndarray, y: np.ndarray, loss: Any = "xent",
