@@ -1,0 +1,13 @@
+r"""Attack the Fashion-MNIST challenge model and write a leaderboard file (``attack.npy``).
+
+    python -m challenges.fashion_mnist --attack=daa_blob --output=attack.npy \
+        --model_dir=... [--data_dir=...]
+
+``--model_dir`` is required: MadryLab publish no Fashion-MNIST model. Defaults reproduce the
+paper's settings; ``--helpfull`` lists every flag. Ctrl-C leaves a state beside the output that
+``--resume`` continues from.
+"""
+from challenges import runner
+
+if __name__ == "__main__":
+    runner.main("fashion_mnist")

@@ -1,0 +1,265 @@
+"""The challenge runners end to end: ``python -m challenges.<name>`` in a subprocess (repo root as
+cwd) on the shared fixtures, checked with ``python -m challenges.eval``."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+from challenges import fetch_model, runner, submission
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+TIMEOUT = 300
+
+# A small DAA-BLOB run: 200 MNIST images, 10 steps, 3 restarts, groups of 100.
+MNIST_DAA = {"attack": "daa_blob", "num_examples": 200, "steps": 10, "restarts": 3,
+             "particles": 100, "seed": 3}
+
+
+def command(module: str, options: Dict[str, object]) -> List[str]:
+    """``python -m module --key=value ...``."""
+    return [sys.executable, "-m", module] + [f"--{k}={v}" for k, v in options.items()]
+
+
+def run_module(module: str, options: Dict[str, object], **kwargs) -> subprocess.CompletedProcess:
+    """Runs ``python -m module`` with ``options`` from the repo root; output captured as text."""
+    return subprocess.run(command(module, options), cwd=REPO_ROOT, env=kwargs.pop("env", ENV),
+                          capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
+
+
+def mnist_fixtures(shared: Path) -> Dict[str, object]:
+    return {"model_dir": shared / "models/mnist/adv_trained", "data_dir": shared / "data/mnist"}
+
+
+def final_accuracy(log: str) -> float:
+    """The runner's ``final accuracy: 93.50%``."""
+    found = re.findall(r"final accuracy: (\d+\.\d\d)%", log)
+    assert len(found) == 1, log
+    return float(found[0])
+
+
+def evaluated_accuracy(stdout: str) -> float:
+    """The evaluator's ``Accuracy: 93.50%`` line."""
+    found = re.findall(r"^Accuracy: (\d+\.\d\d)%$", stdout, flags=re.M)
+    assert len(found) == 1, stdout
+    return float(found[0])
+
+
+def assert_evaluator_agrees(challenge: str, output: Path, fixtures: Dict[str, object],
+                            runner_log: str, tmp_path: Path) -> np.ndarray:
+    """Evaluates ``output`` with ``challenges.eval``; its accuracy is the runner's final one."""
+    x_adv = np.load(output)
+    pred_file = tmp_path / "pred.npy"
+    done = run_module("challenges.eval", {"challenge": challenge, "attack_file": output,
+                                          "num_examples": len(x_adv), "pred_file": pred_file,
+                                          **fixtures})
+    assert done.returncode == 0, done.stderr
+    assert evaluated_accuracy(done.stdout) == final_accuracy(runner_log)
+    pred = np.load(pred_file)
+    assert pred.shape == (len(x_adv),) and np.issubdtype(pred.dtype, np.integer)
+    return pred
+
+
+@pytest.fixture(scope="module")
+def mnist_run(shared, tmp_path_factory):
+    """One uninterrupted MNIST DAA-BLOB run: ``(output, completed process)``."""
+    output = tmp_path_factory.mktemp("mnist") / "attack.npy"
+    done = run_module("challenges.mnist", {**MNIST_DAA, **mnist_fixtures(shared),
+                                           "output": output})
+    assert done.returncode == 0, done.stderr
+    return output, done
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_mnist_daa_blob_writes_a_valid_file_the_evaluator_agrees_with(mnist_run, shared,
+                                                                        tmp_path):
+    from daa_tf.data import load_mnist
+
+    output, done = mnist_run
+    x_adv = np.load(output)
+    assert x_adv.dtype == np.float32 and x_adv.shape == (200, 784)
+    x_nat, _ = load_mnist(data_dir=shared / "data/mnist", num_examples=200)
+    size = submission.check(x_adv, x_nat, runner.CHALLENGES["mnist"].format)
+    assert 0 < size.linf <= 0.3 + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not Path(runner.state_path(str(output))).exists()  # removed once the file is written
+    log = done.stderr
+    for expected in ("daa_blob", "eps 0.3", "10 steps", "3 restarts", "100 particles",
+                     "c 1.1 (default)", "restart 1/3: accuracy", "restart 3/3: accuracy",
+                     "L-inf", "mean L2", "elapsed", "NOT a leaderboard submission"):
+        assert expected in log, expected
+    assert "image-step" in done.stdout  # the library's progress bar
+    assert_evaluator_agrees("mnist", output, mnist_fixtures(shared), log, tmp_path)
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(mnist_run, shared, tmp_path):
+    expected, _ = mnist_run
+    output = tmp_path / "attack.npy"
+    state = Path(runner.state_path(str(output)))
+    options = {**MNIST_DAA, **mnist_fixtures(shared), "output": output}
+    np.save(output, np.zeros(3))  # an old file: the interrupted run must leave it untouched
+    old = output.read_bytes()
+    proc = subprocess.Popen(command("challenges.mnist", options), cwd=REPO_ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert state.exists(), "no state file after the first restart"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert output.read_bytes() == old and state.exists()
+    assert "interrupted" in err and "--resume" in err
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    done = run_module("challenges.mnist", {**options, "resume": True})
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stderr and "(earlier run)" in done.stderr
+    assert np.array_equal(np.load(output), np.load(expected))
+    assert not state.exists()
+
+
+@pytest.mark.slow
+def test_cifar10_pgd_on_the_first_images(shared, tmp_path):
+    fixtures = {"model_dir": shared / "models/cifar10/adv_trained_narrow",
+                "data_dir": shared / "data/cifar10/test_first1000.npz"}
+    output = tmp_path / "attack.npy"
+    done = run_module("challenges.cifar10", {"attack": "pgd", "num_examples": 20, "steps": 3,
+                                             "output": output, **fixtures})
+    assert done.returncode == 0, done.stderr
+    assert "eps 8, step size 2, 3 steps, 1 restarts, no random start" in done.stderr
+    x_adv = np.load(output)
+    assert x_adv.dtype == np.float32 and x_adv.shape == (20, 32, 32, 3)
+    assert x_adv.min() >= 0 and x_adv.max() <= 255
+    x_nat = np.load(shared / "data/cifar10/test_first1000.npz")["x"][:20].astype(np.float32)
+    assert 0 < np.abs(x_adv - x_nat).max() <= 8 + 1e-4
+    assert_evaluator_agrees("cifar10", output, fixtures, done.stderr, tmp_path)
+
+
+def test_fashion_mnist_daa_dgf(shared, tmp_path):
+    fixtures = {"model_dir": shared / "models/fashion_mnist/adv_trained",
+                "data_dir": shared / "data/fashion_mnist"}
+    output = tmp_path / "attack.npy"
+    done = run_module("challenges.fashion_mnist", {
+        "attack": "daa_dgf", "loss": "cw", "num_examples": 100, "particles": 50, "steps": 4,
+        "restarts": 1, "output": output, **fixtures})
+    assert done.returncode == 0, done.stderr
+    assert "eps 0.2" in done.stderr and "c -0.01 (default)" in done.stderr
+    x_adv = np.load(output)
+    assert x_adv.dtype == np.float32 and x_adv.shape == (100, 784)
+    assert_evaluator_agrees("fashion_mnist", output, fixtures, done.stderr, tmp_path)
+
+
+# ------------------------------------------------------------------- refusals (no TensorFlow)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("attack", "cw_pgd", "--attack"),
+    ("loss", "l2", "--loss"),
+    ("steps", 0, "--steps"),
+    ("restarts", -1, "--restarts"),
+    ("epsilon", -0.1, "--epsilon"),
+    ("particles", 1, "--particles"),
+    ("jit_compile", "maybe", "--jit_compile"),
+    ("model", "robust", "--model"),
+    ("batch_size", 150, "multiple of --particles"),
+])
+def test_bad_flag_values_fail_with_absl_errors(tmp_path, option, value, message):
+    done = run_module("challenges.mnist", {option: value, "output": tmp_path / "a.npy"})
+    assert done.returncode == 1
+    assert "Flags parsing error" in done.stderr and message in done.stderr
+    assert not (tmp_path / "a.npy").exists()
+
+
+def test_unknown_flag_fails(tmp_path):
+    done = run_module("challenges.cifar10", {"epsilon_max": 8})
+    assert done.returncode == 1
+    assert "Unknown command line flag 'epsilon_max'" in done.stderr
+
+
+def test_fgsm_refuses_several_steps(tmp_path):
+    done = run_module("challenges.mnist", {"attack": "fgsm", "steps": 5})
+    assert done.returncode == 1 and "exactly one step" in done.stderr
+
+
+def test_helpfull_shows_the_challenge_defaults():
+    done = run_module("challenges.fashion_mnist", {"helpfull": True})  # absl exits with 1
+    for expected in ("--attack", "--steps_per_round", "--resume", "--jit_compile",
+                     "default: '100'", "default: '0.2'", "default: 'attack.npy'"):
+        assert expected in done.stdout, expected
+
+
+def test_missing_model_folder_is_refused(tmp_path):
+    missing = tmp_path / "no_such_model"
+    done = run_module("challenges.mnist", {"model_dir": missing, "output": tmp_path / "a.npy"})
+    assert done.returncode == 1
+    assert f"--model_dir={missing} does not exist" in done.stderr
+
+
+def test_fashion_mnist_requires_model_dir(tmp_path):
+    done = run_module("challenges.fashion_mnist", {"output": tmp_path / "a.npy"})
+    assert done.returncode == 1
+    assert "--model_dir is required for Fashion-MNIST" in done.stderr
+
+
+# ------------------------------------------------------------------------------- in process
+
+
+def test_the_flag_choices_mirror_the_library():
+    from daa_tf import attacks, losses
+
+    assert runner.ATTACKS == attacks.ATTACKS
+    assert set(runner.DAA_ATTACKS) == set(attacks.DEFAULT_C)
+    for loss in runner.LOSSES:
+        losses.get_loss(loss)
+    assert runner.MODELS == fetch_model.MODELS
+    assert set(fetch_model.CHALLENGES) == {n for n, c in runner.CHALLENGES.items()
+                                           if c.downloadable}
+
+
+def test_the_defaults_are_the_papers():
+    table = {name: (c.format.eps, c.defaults.step_size, c.defaults.steps, c.defaults.restarts,
+                    c.defaults.particles, c.defaults.steps_per_round)
+             for name, c in runner.CHALLENGES.items()}
+    assert table == {"mnist": (0.3, 0.01, 200, 50, 200, 10),
+                     "fashion_mnist": (0.2, 0.01, 100, 10, 200, 10),
+                     "cifar10": (8.0, 2.0, 20, 1, 200, 10)}
+    assert runner.CHALLENGES["mnist"].format.shape() == (10000, 784)
+    assert runner.CHALLENGES["cifar10"].format.shape() == (10000, 32, 32, 3)
+
+
+def failing_loader(*args, **kwargs):
+    from daa_tf.data import DataNotFoundError
+
+    raise DataNotFoundError("no network")
+
+
+def test_offline_without_model_and_data_names_both_flags(monkeypatch, tmp_path):
+    monkeypatch.setenv("DAA_TF_CACHE", str(tmp_path))
+    monkeypatch.setenv(fetch_model.url_env_var("mnist", "secret"), "http://127.0.0.1:9/x.zip")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    import dataclasses
+
+    offline = dataclasses.replace(runner.CHALLENGES["mnist"],
+                                  data_loader=f"{__name__}:failing_loader")
+    with pytest.raises(runner.SetupError) as err:
+        runner.load_inputs(offline, None, "secret", None, None)
+    message = str(err.value)
+    assert "--model_dir=" in message and "--data_dir=" in message
+    assert "no network" in message
