@@ -135,7 +135,7 @@ def define_flags(challenge: Challenge) -> None:
     flags.DEFINE_string("output", "attack.npy", "Where to write the adversarial images.")
     flags.DEFINE_boolean("resume", False, "Continue from the state saved beside --output.")
     flags.DEFINE_enum("jit_compile", "auto", list(JIT), "XLA: auto (GPU/TPU only), true, false.")
-    # Issue 5 adds --distribute here (see distribution_strategy below).
+    define_distribute_flag()
 
     for name in ("epsilon", "step_size"):
         flags.register_validator(name, lambda v: v is not None and np.isfinite(v) and v > 0,
@@ -287,13 +287,24 @@ def score(challenge: Challenge, model: Any, x: np.ndarray, y: np.ndarray,
     return pred, float(np.mean(pred == y))
 
 
-def distribution_strategy() -> Any:
-    """The ``tf.distribute`` strategy of the run, or None (one device).
+def define_distribute_flag() -> None:
+    """``--distribute`` (``daa_tf.distribute.STRATEGIES``, mirrored here to keep TF unimported)."""
+    flags.DEFINE_enum("distribute", "none", ["none", "mirrored", "multi_worker"],
+                      "tf.distribute: none (one device), mirrored (every local GPU), multi_worker "
+                      "(MultiWorkerMirroredStrategy from TF_CONFIG: start the same command on "
+                      "every worker). Same results; --batch_size is then per device.")
 
-    Issue 5's ``--distribute`` plugs in here: the model is built under the strategy's scope and
-    the strategy is passed to ``daa_tf.run``.
+
+def distribution_strategy() -> Any:
+    """The ``tf.distribute`` strategy of ``--distribute``, or None (one device; also when the
+    program defines no ``--distribute``). Call it before TensorFlow runs anything (multi-worker
+    collectives are set up at start); build the model under its scope, pass it to ``daa_tf.run``.
     """
-    return None
+    if "distribute" not in flags.FLAGS:
+        return None
+    from daa_tf.distribute import make_strategy
+
+    return make_strategy(flags.FLAGS.distribute)
 
 
 # ---------------------------------------------------------------------------------------- run

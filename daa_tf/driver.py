@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from daa_tf import attacks, validation
+from daa_tf import attacks, distribute, validation
 from daa_tf import loop as compiled
 from daa_tf.losses import get_loss
 
@@ -140,14 +140,16 @@ def evaluate(model: compiled.Model, x: np.ndarray, y: np.ndarray, loss: Any = "x
 def run(model: compiled.Model, x: Any, y: Any, attack: str = "daa_blob", restarts: int = 1,
         steps_per_round: int = 10, batch_size: Optional[int] = None, seed: int = 0,
         verbose: int = 1, state_path: Optional[str] = None, resume: bool = False,
-        **attack_params: Any) -> RunResult:
+        strategy: Optional[tf.distribute.Strategy] = None, **attack_params: Any) -> RunResult:
     """Runs ``attack`` over the whole set ``x`` ``[N, ...]`` with labels ``y`` ``[N]``.
 
     ``attack_params`` are the attack's settings (``eps``, ``step_size``, ``steps``, ``loss``,
     ``random_start``, ``clip_min``, ``clip_max``, ``targeted``, ``c``, ``particles``, ``decay``,
     ``jit_compile``; see :mod:`daa_tf.attacks`). ``batch_size`` is throughput only (for DAA a
     multiple of ``particles``). With ``state_path`` the merged state is saved after every restart;
-    ``resume=True`` continues from it (the result equals an uninterrupted run).
+    ``resume=True`` continues from it (the result equals an uninterrupted run). With a
+    ``strategy`` (``tf.distribute``; create the model under its scope) each call runs one batch per
+    replica (``batch_size`` is per replica; see :mod:`daa_tf.distribute`): the result is the same.
     """
     cfg = attacks.make_config(attack, **attack_params)
     x0 = validation.as_batch(x, np.float32, "x")
@@ -187,10 +189,14 @@ def run(model: compiled.Model, x: Any, y: Any, attack: str = "daa_blob", restart
         rng = np.random.default_rng([seed, restart])
         for length in schedule:
             order = rng.permutation(n) if cfg.interacting else np.arange(n)
-            for idx in _batches(order, batch_size):
-                x_r[idx] = attacks.run_steps(model, cfg, tf.constant(x0[idx]),
-                                             tf.constant(y[idx]), tf.constant(x_r[idx]),
-                                             steps=length).numpy()
+            for idx in _batches(order, batch_size * distribute.num_replicas(strategy)):
+                if strategy is None:
+                    x_r[idx] = attacks.run_steps(model, cfg, tf.constant(x0[idx]),
+                                                 tf.constant(y[idx]), tf.constant(x_r[idx]),
+                                                 steps=length).numpy()
+                else:  # one batch of batch_size per replica, computed as above
+                    x_r[idx] = distribute.run_steps(strategy, model, cfg, x0[idx], y[idx],
+                                                    x_r[idx], steps=length, shard_size=batch_size)
                 progress += len(idx) * length
                 if verbose:
                     progbar.update(progress, values=[("restart", restart + 1)])

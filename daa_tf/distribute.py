@@ -1,0 +1,169 @@
+"""Scaling out on ``tf.distribute``: several GPUs, TPU cores or worker machines.
+
+Design. The data set is cut into groups before anything is distributed: the driver permutes the set,
+cuts it into batches of whole DAA groups exactly as on one device, and hands this module a *global
+batch* of up to ``replicas x shard_size`` rows. :func:`run_steps` cuts it into *shards* of
+``shard_size`` rows (a multiple of ``particles``: whole groups), gives each replica one shard
+(``strategy.experimental_distribute_values_from_function``), runs the compiled step loop of
+:mod:`daa_tf.loop` on every replica (``strategy.run``) and gathers the shards back in order
+(``strategy.gather``). Groups never span two replicas, and the random starts were drawn per example
+over the whole set beforehand, so nothing depends on the number of replicas.
+
+Uneven tails. Every replica of one call gets a shard of the same shape (required by TPUs and by the
+collective gather of multi-worker runs):
+
+- replicas left without a full shard get a *dummy* shard (zeros, label 0) of the same shape; dummy
+  shards are separate groups on separate replicas, never touch real examples, and are discarded;
+- the set's last, partial group (``N mod particles`` examples) ends the last shard, which is shorter
+  than the others. It is never padded (padding it would add particles to its group); the call that
+  holds it passes every replica a second, *tail* shard of that length: the real one on one replica,
+  dummies on the others.
+
+Exact results on any number of devices. The driver uses ``shard_size = batch_size``: each replica
+computes exactly one of the batches the single-device driver computes, on the same rows. This is
+what makes the results bit for bit the same: TensorFlow's CPU matrix products (oneDNN and Eigen
+alike) round an example's row differently depending on how many rows the batch holds (measured on
+the MadryLab MNIST net: every row of ``fc1``'s output differs in the last bits between batches of
+100 and 300 images; after 20 PGD steps, 2 of 245 images differ between batch sizes 100 and 150,
+since a ``sign`` turns a last-bit difference into a different step). Splitting one batch across
+replicas would therefore change results with the replica count; distributing whole batches does not.
+
+Models. Create (or load) the model under ``strategy.scope()`` (:func:`strategy_scope`), so that its
+variables are mirrored on every replica; a model built outside the scope may still work with
+``MirroredStrategy`` (its variables are then read across devices) but not on TPUs.
+Multi-worker runs are SPMD: every worker runs the same program on the same data and ends with the
+same result; only the chief (:func:`is_chief`) should write files.
+"""
+import contextlib
+from typing import Any, ContextManager, Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from daa_tf import attacks
+from daa_tf import loop as compiled
+from daa_tf.losses import get_loss
+
+STRATEGIES = ("none", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str) -> Optional[tf.distribute.Strategy]:
+    """The strategy named ``none`` (None: no tf.distribute), ``mirrored`` or ``multi_worker``.
+
+    ``mirrored``: every local GPU, else every logical CPU device (one CPU unless the program split
+    it with ``tf.config.set_logical_device_configuration``). ``multi_worker``:
+    ``MultiWorkerMirroredStrategy`` configured from the ``TF_CONFIG`` environment variable (without
+    it, one local worker); create it at the start of the program, before any other TensorFlow call.
+    """
+    if name == "none":
+        return None
+    if name == "mirrored":
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(
+            [device.name for device in tf.config.list_logical_devices("CPU")])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
+
+
+def strategy_scope(strategy: Optional[tf.distribute.Strategy]) -> ContextManager:
+    """``strategy.scope()``, or a context that does nothing for ``None``: create or load the model
+    inside it (``with strategy_scope(strategy): model = load_madry_mnist(path)``)."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def num_replicas(strategy: Optional[tf.distribute.Strategy]) -> int:
+    """Replicas in sync over all workers (1 without a strategy)."""
+    return 1 if strategy is None else int(strategy.num_replicas_in_sync)
+
+
+def is_chief(strategy: Optional[tf.distribute.Strategy]) -> bool:
+    """True on the worker that should write files (always, except on non-chief workers of a
+    multi-worker run)."""
+    return strategy is None or bool(strategy.extended.should_checkpoint)
+
+
+def _distributed_loop(strategy: tf.distribute.Strategy, model: compiled.Model,
+                      cfg: attacks.AttackConfig) -> Any:
+    """The cached ``tf.function`` running the compiled loop on every replica, then gathering."""
+    loss_fn = get_loss(cfg.loss)
+
+    def build(get_model):
+        def replica_fn(main, tail, scalars, params):
+            loop = compiled.compiled_loop(get_model(), loss_fn, cfg.rule, cfg.targeted,
+                                          cfg.jit_compile)
+            return tuple(None if shard is None else loop(*shard, *scalars, params)
+                         for shard in (main, tail))
+
+        def run_and_gather(main, tail, scalars, params):
+            outs = strategy.run(replica_fn, args=(main, tail, scalars, params))
+            return tuple(None if out is None else strategy.gather(out, axis=0) for out in outs)
+
+        return tf.function(run_and_gather, reduce_retracing=False)
+
+    key = ("distributed", strategy, loss_fn, cfg.rule, cfg.targeted, cfg.jit_compile)
+    return compiled._cached(model, key, build)
+
+
+def _per_replica(strategy: tf.distribute.Strategy, x0: np.ndarray, y: np.ndarray,
+                 x_start: np.ndarray, owner: Dict[int, int], rows: int) -> Tuple[Any, Any, Any]:
+    """Distributed ``(x0, y, x_start)`` shards of ``rows`` rows: replica ``r`` gets rows
+    ``owner[r] * rows ...`` of the arrays, or zeros when it owns none."""
+    def value_fn(arr):
+        def fn(ctx):
+            shard = owner.get(ctx.replica_id_in_sync_group)
+            if shard is None:
+                return tf.zeros((rows,) + arr.shape[1:], tf.as_dtype(arr.dtype))
+            return tf.constant(arr[shard * rows:(shard + 1) * rows])
+        return strategy.experimental_distribute_values_from_function(fn)
+    return value_fn(x0), value_fn(y), value_fn(x_start)
+
+
+def run_steps(strategy: tf.distribute.Strategy, model: compiled.Model,
+              cfg: attacks.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
+              steps: Optional[int] = None, shard_size: Optional[int] = None) -> np.ndarray:
+    """:func:`daa_tf.attacks.run_steps` spread over the replicas of ``strategy``.
+
+    ``x0`` (clean), ``y`` (labels) and ``x_start`` are NumPy arrays holding consecutive whole
+    groups of ``cfg.particles`` (the last group may be smaller; for PGD-like attacks any rows).
+    ``shard_size``: rows per replica and call, a multiple of ``particles`` (default: the batch's
+    groups spread evenly over the replicas); a batch longer than ``replicas x shard_size`` takes
+    several calls. Each shard is computed exactly as ``attacks.run_steps`` computes a batch of
+    those rows on one device (so the result equals ``attacks.run_steps`` on consecutive batches of
+    ``shard_size`` rows, bit for bit). Returns the points after ``steps`` (default ``cfg.steps``)
+    steps, NumPy, ``x_start``'s shape.
+    """
+    x0, x_start = np.asarray(x0, np.float32), np.asarray(x_start, np.float32)
+    y = np.asarray(y, np.int32)
+    replicas = num_replicas(strategy)
+    unit = cfg.particles if cfg.interacting else 1
+    n = len(x0)
+    if shard_size is None:
+        groups = -(-n // unit)
+        shard_size = max(1, -(-groups // replicas)) * unit
+    if shard_size < 1 or shard_size % unit:
+        raise ValueError(f"shard_size must be a positive multiple of {unit}, got {shard_size}")
+    fn = _distributed_loop(strategy, model, cfg)
+    f32 = lambda v: tf.constant(v, tf.float32)  # noqa: E731
+    scalars = (f32(cfg.eps), f32(cfg.step_size),
+               tf.constant(cfg.steps if steps is None else steps, tf.int32),
+               f32(cfg.clip_min), f32(cfg.clip_max))
+    params = {k: f32(v) for k, v in cfg.params.items()}
+    out = np.empty_like(x_start)
+    for begin in range(0, n, replicas * shard_size):
+        end = min(n, begin + replicas * shard_size)
+        full, tail = divmod(end - begin, shard_size)
+        chunk = [a[begin:end] for a in (x0, y, x_start)]
+        # Shards absent from this call are None (static in the trace): nothing empty is gathered
+        # (TF 2.21 segfaults gathering zero-row per-replica tensors across devices).
+        main = (_per_replica(strategy, *chunk, {r: r for r in range(full)}, shard_size)
+                if full else None)
+        tail_in = (_per_replica(strategy, *[a[full * shard_size:] for a in chunk], {full: 0}, tail)
+                   if tail else None)
+        main_out, tail_out = fn(main, tail_in, scalars, params)
+        if full:
+            out[begin:begin + full * shard_size] = main_out.numpy()[:full * shard_size]
+        if tail:
+            out[begin + full * shard_size:end] = tail_out.numpy()[full * tail:(full + 1) * tail]
+    return out
