@@ -386,18 +386,25 @@ def run(challenge: Challenge, f: flags.FlagValues) -> int:
                             "to continue from it instead)", state)
 
         import daa_tf
+        from daa_tf.distribute import is_chief
+
+        def log_restart(index: int, accuracy: float, seconds: float) -> None:
+            logging.info("restart %d/%d: accuracy %.2f%% (%.1f s)", index + 1,
+                         settings["restarts"], 100 * accuracy, seconds)
 
         extra = {"strategy": strategy} if strategy is not None else {}
         result = daa_tf.run(model, x, y, verbose=1, state_path=state, resume=f.resume,
-                            **extra, **settings)
-        first_timed = len(result.restart_accuracies) - len(result.restart_seconds)
-        for i, accuracy in enumerate(result.restart_accuracies):
-            timing = (f" ({result.restart_seconds[i - first_timed]:.1f} s)"
-                      if i >= first_timed else " (earlier run)")
-            logging.info("restart %d/%d: accuracy %.2f%%%s", i + 1, settings["restarts"],
-                         100 * accuracy, timing)
+                            on_restart=log_restart, **extra, **settings)
+        resumed = len(result.restart_accuracies) - len(result.restart_seconds)
+        for i, accuracy in enumerate(result.restart_accuracies[:resumed]):
+            logging.info("restart %d/%d: accuracy %.2f%% (earlier run)", i + 1,
+                         settings["restarts"], 100 * accuracy)
+        chief = is_chief(strategy)  # multi-worker runs: every worker computes, the chief writes
         _, accuracy = score(challenge, model, result.x_adv, y, settings["jit_compile"])
-        size = submission.write(output, result.x_adv, x, challenge.format, settings["eps"])
+        if chief:
+            size = submission.write(output, result.x_adv, x, challenge.format, settings["eps"])
+        else:
+            size = submission.check(result.x_adv, x, challenge.format, settings["eps"])
     except KeyboardInterrupt:
         saved = _saved_restarts(state) if os.path.exists(state) else None
         where = (f"{saved} of {settings['restarts']} restarts are saved in {state}"
@@ -415,8 +422,9 @@ def run(challenge: Challenge, f: flags.FlagValues) -> int:
     logging.info("perturbation: L-inf %g, mean L2 %g (pixel units)", size.linf, size.mean_l2)
     logging.info("wrote %s %s float32; elapsed %.1f s", output, challenge.format.shape(len(x)),
                  time.perf_counter() - started)
-    if os.path.exists(state):
-        os.remove(state)
+    if chief:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(state)
     return 0
 
 

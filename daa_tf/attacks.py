@@ -201,8 +201,9 @@ def daa_blob(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size: fl
              particles: int = DEFAULT_PARTICLES, jit_compile: Optional[bool] = None) -> tf.Tensor:
     """DAA-BLOB (paper eq. 21) on consecutive groups of ``particles`` examples of ``x``.
 
-    ``c`` defaults to 1.1 (xent) / 10 (cw); ``c = 0`` is PGD. The batch size only sets throughput:
-    groups never interact, so any batch holding whole groups gives the same result.
+    ``c`` defaults to 1.1 (xent) / 10 (cw); ``c = 0`` is PGD. Groups never interact, so a batch
+    of whole groups runs the same algorithm whatever its size (up to the model's float rounding,
+    which on CPU kernels can depend on the batch size).
     """
     return _attack("daa_blob", model, x, y, x_init, seed, eps=eps, step_size=step_size,
                    steps=steps, loss=loss, random_start=random_start, clip_min=clip_min,

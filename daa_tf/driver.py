@@ -6,8 +6,10 @@ into groups of ``particles`` and runs ``steps_per_round`` steps on every group. 
 examples do not interact (FGSM, PGD, momentum PGD) skip the rounds and run all their steps in one
 call per batch, which is exactly one uninterrupted run (momentum is never reset mid-run).
 
-Randomness is stateless and keyed by ``(seed, restart[, round])``: the result does not depend on the
-batch size, and a resumed run equals an uninterrupted one.
+Randomness is stateless and keyed by ``(seed, restart)``: a resumed run (or one extended by more
+restarts) equals an uninterrupted one, and batches only set throughput (bit for bit, results need
+the same ``batch_size``: CPU kernels may round an example's row differently in batches of other
+sizes, see :mod:`daa_tf.distribute`).
 """
 import dataclasses
 import hashlib
@@ -15,7 +17,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -65,13 +67,15 @@ def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
 
 
 def _fingerprint(cfg: attacks.AttackConfig, x0: np.ndarray, y: np.ndarray, seed: int,
-                 steps_per_round: int, restarts: int) -> str:
+                 steps_per_round: int) -> str:
+    """Everything a saved state depends on (not the number of restarts: restart ``r`` is the same
+    in a run of any length, so a finished run can be extended)."""
     digest = hashlib.sha256()
     settings = dataclasses.asdict(cfg)
     settings.pop("jit_compile")
     settings["loss"] = settings["loss"] if isinstance(settings["loss"], str) else repr(cfg.loss)
     settings["rule"] = repr(cfg.rule)
-    digest.update(json.dumps([settings, seed, steps_per_round, restarts], sort_keys=True).encode())
+    digest.update(json.dumps([settings, seed, steps_per_round], sort_keys=True).encode())
     digest.update(np.ascontiguousarray(x0).tobytes())
     digest.update(np.ascontiguousarray(y).tobytes())
     return digest.hexdigest()
@@ -99,6 +103,9 @@ class _Merged:
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".state-", suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file, not mkstemp's 0600
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, x=self.x, score=self.score, fooled=self.fooled,
@@ -140,14 +147,18 @@ def evaluate(model: compiled.Model, x: np.ndarray, y: np.ndarray, loss: Any = "x
 def run(model: compiled.Model, x: Any, y: Any, attack: str = "daa_blob", restarts: int = 1,
         steps_per_round: int = 10, batch_size: Optional[int] = None, seed: int = 0,
         verbose: int = 1, state_path: Optional[str] = None, resume: bool = False,
-        strategy: Optional[tf.distribute.Strategy] = None, **attack_params: Any) -> RunResult:
+        strategy: Optional[tf.distribute.Strategy] = None,
+        on_restart: Optional[Callable[[int, float, float], None]] = None,
+        **attack_params: Any) -> RunResult:
     """Runs ``attack`` over the whole set ``x`` ``[N, ...]`` with labels ``y`` ``[N]``.
 
     ``attack_params`` are the attack's settings (``eps``, ``step_size``, ``steps``, ``loss``,
     ``random_start``, ``clip_min``, ``clip_max``, ``targeted``, ``c``, ``particles``, ``decay``,
     ``jit_compile``; see :mod:`daa_tf.attacks`). ``batch_size`` is throughput only (for DAA a
     multiple of ``particles``). With ``state_path`` the merged state is saved after every restart;
-    ``resume=True`` continues from it (the result equals an uninterrupted run). With a
+    ``resume=True`` continues from it (the result equals an uninterrupted run; a state with more
+    restarts than asked for is refused). ``on_restart(index, accuracy, seconds)`` is called after
+    each restart with that restart's own accuracy and wall time. With a
     ``strategy`` (``tf.distribute``; create the model under its scope) each call runs one batch per
     replica (``batch_size`` is per replica; see :mod:`daa_tf.distribute`): the result is the same.
     """
@@ -169,19 +180,22 @@ def run(model: compiled.Model, x: Any, y: Any, attack: str = "daa_blob", restart
     validation.check_model_output(compiled.compiled_logits(model, cfg.jit_compile),
                                   x0[:32], y)
 
-    fingerprint = _fingerprint(cfg, x0, y, seed, steps_per_round, restarts)
+    fingerprint = _fingerprint(cfg, x0, y, seed, steps_per_round)
     merged: Optional[_Merged] = None
     if state_path and resume and os.path.exists(state_path):
         merged = _Merged.load(state_path, fingerprint)
     done = len(merged.restart_accuracies) if merged else 0
+    if done > restarts:
+        raise ValueError(f"the saved state {state_path} holds {done} restarts, more than the "
+                         f"{restarts} asked for; ask for at least {done} or start afresh")
 
     schedule = round_lengths(cfg.steps, steps_per_round) if cfg.interacting else [cfg.steps]
     progbar = keras.utils.Progbar(restarts * n * cfg.steps, verbose=verbose,
-                                  stateful_metrics=["restart", "accuracy"],
+                                  stateful_metrics=["accuracy"],
                                   unit_name="image-step")
     progress = done * n * cfg.steps
     if verbose and done:
-        progbar.update(progress, values=[("restart", done)])
+        progbar.update(progress, values=[("accuracy", merged.restart_accuracies[-1])])
     seconds: List[float] = []
     for restart in range(done, restarts):
         started = time.perf_counter()
@@ -199,7 +213,7 @@ def run(model: compiled.Model, x: Any, y: Any, attack: str = "daa_blob", restart
                                                     x_r[idx], steps=length, shard_size=batch_size)
                 progress += len(idx) * length
                 if verbose:
-                    progbar.update(progress, values=[("restart", restart + 1)])
+                    progbar.update(progress)
         pred, loss, _ = evaluate(model, x_r, y, cfg.loss, batch_size, cfg.jit_compile)
         success = (pred == y) if cfg.targeted else (pred != y)
         score = -loss if cfg.targeted else loss
@@ -211,8 +225,9 @@ def run(model: compiled.Model, x: Any, y: Any, attack: str = "daa_blob", restart
             merged.save(state_path, fingerprint)
         seconds.append(time.perf_counter() - started)
         if verbose:
-            progbar.update(progress, values=[("restart", restart + 1),
-                                             ("accuracy", merged.restart_accuracies[-1])])
+            progbar.update(progress, values=[("accuracy", merged.restart_accuracies[-1])])
+        if on_restart is not None:
+            on_restart(restart, merged.restart_accuracies[-1], seconds[-1])
 
     pred, _, _ = evaluate(model, merged.x, y, cfg.loss, batch_size, cfg.jit_compile)
     correct = (pred != y) if cfg.targeted else (pred == y)

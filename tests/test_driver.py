@@ -134,6 +134,23 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(model, data, t
         daa_tf.run(model, x0, y, state_path=str(state), resume=True, **kw)
 
 
+def test_a_finished_run_can_be_extended_with_more_restarts(model, data, tmp_path):
+    x0, y = data
+    kw = dict(attack="pgd", seed=4, eps=EPS, step_size=STEP, steps=3, verbose=0)
+    seen = []
+    full = daa_tf.run(model, x0, y, restarts=3, on_restart=lambda *a: seen.append(a), **kw)
+    assert [i for i, _, _ in seen] == [0, 1, 2]
+    assert [acc for _, acc, _ in seen] == full.restart_accuracies
+    assert all(sec > 0 for _, _, sec in seen)
+    state = str(tmp_path / "s.npz")
+    daa_tf.run(model, x0, y, restarts=2, state_path=state, **kw)
+    extended = daa_tf.run(model, x0, y, restarts=3, state_path=state, resume=True, **kw)
+    assert len(extended.restart_seconds) == 1
+    np.testing.assert_array_equal(extended.x_adv, full.x_adv)
+    with pytest.raises(ValueError, match="holds 3 restarts"):
+        daa_tf.run(model, x0, y, restarts=2, state_path=state, resume=True, **kw)
+
+
 def test_driver_refuses_bad_settings(model, data):
     x0, y = data
     kw = dict(eps=EPS, step_size=STEP, steps=2, verbose=0)
