@@ -8,11 +8,11 @@ data: ``ACCURACY_SIZE`` and ``EXAMPLES_SIZE``, each ``(width, height)``.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from daa_tf.files import atomic_write
 
 INSTALL_HINT = ("the figures need matplotlib: pip install matplotlib "
                 "(or, from a checkout, pip install .[report]) and rerun with --resume")
@@ -58,20 +58,7 @@ def _save(fig, path: str) -> str:
     """Writes ``fig`` as PNG to ``path`` atomically (a temporary file, then a rename)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".plot-", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
     return path
 
 

@@ -31,12 +31,13 @@ import math
 import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from daa_tf.files import atomic_write
 
 from challenges import submission
 
@@ -157,28 +158,9 @@ class ReportConfig:
 # ------------------------------------------------------------------------------------ saving
 
 
-def _atomic_write(path: str, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Writes through ``write(file)`` into a temporary file beside ``path``, then renames."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".report-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
-                       ) as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_text(path: str, text: str) -> None:
     """Atomically writes ``text`` to ``path``."""
-    _atomic_write(path, lambda f: f.write(text), binary=False)
+    atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def _json_default(value: Any) -> Any:
@@ -311,7 +293,7 @@ def _run_attack(ctx: _Context, attack: str, loss: str, eps: Optional[float] = No
     if not grid:
         arrays["x_adv"] = result.x_adv.astype(np.float32)
     if ctx.writer:
-        _atomic_write(path, lambda f: np.savez(f, meta=np.asarray(json.dumps(meta)), **arrays))
+        atomic_write(path, lambda f: np.savez(f, meta=np.asarray(json.dumps(meta)), **arrays))
         if os.path.exists(state_path):
             os.remove(state_path)
     ctx.log(f"[report] {what}: accuracy {100 * meta['accuracy']:.2f}% in {seconds:.1f} s")

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import zipfile
 from typing import Optional, Tuple, Union
 
 import numpy as np
+
+from daa_tf.files import atomic_write
 
 PathLike = Union[str, os.PathLike]
 
@@ -128,29 +129,9 @@ def load(path: PathLike) -> np.ndarray:
     return array
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_atomic(path: PathLike, array: np.ndarray) -> None:
-    """Writes ``array`` as ``.npy`` to ``path`` via a temporary file in the same folder and
-    ``os.replace``: ``path`` is either untouched or complete."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes ``array`` as ``.npy`` to ``path`` atomically: ``path`` is untouched or complete."""
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def write(path: PathLike, x_adv: np.ndarray, x_nat: np.ndarray, fmt: Format,

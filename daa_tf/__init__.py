@@ -1,9 +1,26 @@
 """daa_tf: the Distributionally Adversarial Attack (Zheng, Chen, Ren, AAAI 2019) and the attacks it
-is measured against, for TensorFlow 2 / Keras models."""
-from daa_tf import attacks, losses
-from daa_tf.attacks import daa_blob, daa_dgf, fgsm, momentum_pgd, pgd
-from daa_tf.driver import RunResult, evaluate, run
+is measured against, for TensorFlow 2 / Keras models.
 
-__all__ = ["attacks", "losses", "fgsm", "pgd", "momentum_pgd", "daa_blob", "daa_dgf", "run",
-           "RunResult", "evaluate"]
+The attack functions and the driver are loaded on first use, so that importing a light submodule
+(``daa_tf.files``, ``daa_tf.stats``) does not import TensorFlow.
+"""
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "fgsm": "daa_tf.attacks", "pgd": "daa_tf.attacks", "momentum_pgd": "daa_tf.attacks",
+    "daa_blob": "daa_tf.attacks", "daa_dgf": "daa_tf.attacks",
+    "run": "daa_tf.driver", "RunResult": "daa_tf.driver", "evaluate": "daa_tf.driver",
+}
+_SUBMODULES = ("attacks", "losses", "driver", "models", "data", "distribute", "stats")
+
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"daa_tf.{name}")
+    raise AttributeError(f"module 'daa_tf' has no attribute {name!r}")

@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
@@ -23,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from daa_tf import attacks, distribute, validation
+from daa_tf import attacks, distribute, files, validation
 from daa_tf import loop as compiled
 from daa_tf.losses import get_loss
 
@@ -100,22 +99,10 @@ class _Merged:
 
     def save(self, path: str, fingerprint: str) -> None:
         """Writes the state atomically (a temporary file, then a rename)."""
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".state-", suffix=".tmp")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file, not mkstemp's 0600
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, x=self.x, score=self.score, fooled=self.fooled,
-                         restart_accuracies=np.asarray(self.restart_accuracies, np.float64),
-                         fingerprint=np.asarray(fingerprint))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        files.atomic_write(path, lambda f: np.savez(
+            f, x=self.x, score=self.score, fooled=self.fooled,
+            restart_accuracies=np.asarray(self.restart_accuracies, np.float64),
+            fingerprint=np.asarray(fingerprint)))
 
     @classmethod
     def load(cls, path: str, fingerprint: str) -> "_Merged":
