@@ -12,7 +12,6 @@ import keras
 import tensorflow as tf
 
 from daa_tf.losses import LossFn
-from daa_tf.projection import project
 from daa_tf.steps import Params
 
 Model = Callable[[tf.Tensor], tf.Tensor]
@@ -51,11 +50,16 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: Any, targeted:
     def run_steps(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params):
         model = get_model()
         state = rule.init_state(x_start, params)
+        # proj(x) = clip(clip(x, x0 - eps, x0 + eps), clip_min, clip_max) is one clip to the
+        # intersection of the ball and the box (they overlap: x0 lies in both; min and max are
+        # exact, so the result is bitwise the same), whose bounds are computed once, not per step.
+        low = tf.maximum(x0 - eps, clip_min)
+        high = tf.minimum(x0 + eps, clip_max)
 
         def body(i, x, state):
             grad = loss_gradient(model, loss_fn, x, y, targeted)
             v, state = rule.direction(grad, x, state, params)
-            x = project(x + step_size * tf.sign(v), x0, eps, clip_min, clip_max)
+            x = tf.clip_by_value(x + step_size * tf.sign(v), low, high)
             return i + 1, x, state
 
         _, x, _ = tf.while_loop(lambda i, x, state: i < steps, body,

@@ -3,18 +3,45 @@
 All functions work on a batch of groups: points ``x`` of shape ``[g, M, d]`` (flattened), a validity
 ``mask`` ``[g, M]`` (the last group of a batch may hold fewer than ``M`` particles; padded rows are
 zero and never interact) and the actual group sizes ``sizes`` ``[g]``.
+
+Speed (see ``benchmarks/``): the median is found by exact selection instead of a sort (``NthElement``,
+linear time, in the plain graph; a radix selection on the float bit patterns under XLA, which has no
+``NthElement``); ``K`` multiplies one ``[M, d]`` matrix per step. Groups of more than
+:data:`TILE_THRESHOLD` particles never hold their ``M x M`` matrices: the distances are computed
+block by block, once per radix level for the median and once more for the kernel rows, so memory
+stays bounded by a few blocks of :data:`TILE_ELEMENTS` whatever the group size.
 """
-from typing import Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 _INF = float("inf")
 
+# Groups of more particles than this take the tiled path (bounded memory, distances recomputed).
+TILE_THRESHOLD = 1024
+# Elements of one block of distances in the tiled path (16 MB of float32).
+TILE_ELEMENTS = 1 << 22
+
+# Radix digits (in bits, most significant first) of the selection: nonnegative float32 bit patterns
+# have 31 significant bits. Small groups hold their distances, so more levels of small histograms
+# are cheapest; the tiled path recomputes the distances once per level, so it takes two.
+_DIGITS_HELD = (11, 10, 10)
+_DIGITS_TILED = (15, 16)
+# Bit pattern of entries that must not be counted: above every finite float and +inf (only NaN
+# patterns share its top bin), so no rank ever falls on it.
+_SKIP = np.int32(0x7FFFFFFF)
+
 
 def to_groups(x: tf.Tensor, particles: int) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Cuts ``x`` ``[N, d]`` into consecutive groups of ``particles``: ``(xg [g, M, d], mask [g, M],
     sizes [g])``. The last group holds ``N mod M`` particles (when nonzero), padded with zeros."""
+    n_static, dim = x.shape[0], x.shape[1]
+    if n_static and dim is not None and n_static % particles == 0:  # whole groups: no copy
+        groups = n_static // particles
+        xg = tf.reshape(x, [groups, particles, dim])
+        mask = tf.ones([groups, particles], x.dtype)
+        return xg, mask, tf.fill([groups], tf.constant(particles, x.dtype))
     n = tf.shape(x)[0]
     groups = (n + particles - 1) // particles
     pad = groups * particles - n
@@ -27,7 +54,10 @@ def to_groups(x: tf.Tensor, particles: int) -> Tuple[tf.Tensor, tf.Tensor, tf.Te
 
 def from_groups(vg: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
     """Inverse of :func:`to_groups`: ``[g, M, d] -> [n, d]``."""
-    return tf.reshape(vg, [-1, tf.shape(vg)[-1]])[:n]
+    flat = tf.reshape(vg, [-1, tf.shape(vg)[-1]])
+    if isinstance(n, int) and flat.shape[0] == n:  # whole groups: nothing to cut
+        return flat
+    return flat[:n]
 
 
 def center(x: tf.Tensor, mask: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
@@ -37,56 +67,322 @@ def center(x: tf.Tensor, mask: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
     return (x - mean) * mask[:, :, None]
 
 
+def _sq_dists(xi: tf.Tensor, sqi: tf.Tensor, xj: tf.Tensor, sqj: tf.Tensor) -> tf.Tensor:
+    """``||x_i - x_j||^2`` ``[g, a, b]`` from one matmul (clamped at zero; diagonal not set)."""
+    gram = tf.matmul(xi, xj, transpose_b=True)
+    return tf.maximum(sqi[:, :, None] + sqj[:, None, :] - 2.0 * gram, 0.0)
+
+
 def pairwise_sq_dists(x: tf.Tensor) -> tf.Tensor:
-    """``D_ij = ||x_i - x_j||^2`` ``[g, M, M]`` by one matmul; exact zeros on the diagonal."""
-    sq = tf.reduce_sum(tf.square(x), axis=-1)
+    """``D_ij = ||x_i - x_j||^2`` ``[g, M, M]`` by one matmul (the squared norms are its diagonal);
+    exact zeros on the diagonal."""
     gram = tf.matmul(x, x, transpose_b=True)
+    sq = tf.linalg.diag_part(gram)
     d = tf.maximum(sq[:, :, None] + sq[:, None, :] - 2.0 * gram, 0.0)
     return tf.linalg.set_diag(d, tf.zeros_like(sq))
 
 
-def median_of_dists(d: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
-    """``numpy.median`` of all ``m*m`` entries of each group's valid block of ``D`` ``[g]``.
+# ------------------------------------------------------------------------ the exact median
+#
+# The full m x m block of D holds m diagonal zeros and every off-diagonal value twice, so counting
+# the upper triangle twice plus m zeros gives the counts of the whole block; numpy.median is the
+# mean of its order statistics (n-1)//2 and n//2 (n = m*m). Both are found by a radix selection on
+# the bit patterns (nonnegative floats order as their int32 patterns): per level, a histogram of the
+# next digit among the entries that share the prefix found so far, one histogram per rank.
 
-    The full matrix holds ``m`` diagonal zeros and every off-diagonal value twice, so its sorted
-    entries are ``m`` zeros followed by the sorted upper triangle, each value doubled: only the
-    ``M(M-1)/2`` upper entries are sorted.
-    """
+def _digit_shifts(digits: Tuple[int, ...]) -> Tuple[int, ...]:
+    shifts, low = [], 31
+    for width in digits:
+        low -= width
+        shifts.append(low)
+    assert low == 0, digits
+    return tuple(shifts)
+
+
+def _group_offsets(bits: tf.Tensor, stride: int) -> Tuple[tf.Tensor, tf.Tensor]:
+    """``([g, 1] offsets g * stride, g)``: each group's histogram is a slice of one flat bincount."""
+    g = bits.shape[0] if bits.shape[0] is not None else tf.shape(bits)[0]
+    return (tf.range(g) * stride)[:, None], g
+
+
+def _bincount(ids: tf.Tensor, size) -> tf.Tensor:
+    """Counts ``[size]`` (int32) of the flattened ``ids``; ids ``>= size`` are skipped. (The raw op
+    keeps ``size`` a compile-time constant, as XLA needs.)"""
+    return tf.raw_ops.Bincount(arr=tf.reshape(ids, [-1]), size=size,
+                               weights=tf.zeros([0], tf.int32))
+
+
+def _level_hist(bits: tf.Tensor, level: int, digits: Tuple[int, ...],
+                prefixes: tf.Tensor) -> tf.Tensor:
+    """Counts ``[g, 2, 2**w]`` (int32) of the level's digit among the entries of ``bits`` ``[g, L]``
+    whose higher bits equal each rank's prefix (``prefixes`` ``[g, 2]``).
+
+    ``_SKIP`` entries are counted only in the top bin of the first level, after every finite value,
+    where no rank ever falls, and never match a prefix below it."""
+    width, shift = digits[level], _digit_shifts(digits)[level]
+    bins = 1 << width
+    if level == 0:  # both ranks share the empty prefix
+        offsets, g = _group_offsets(bits, bins)
+        hist = _bincount(tf.bitwise.right_shift(bits, shift) + offsets, g * bins)
+        return tf.reshape(tf.tile(tf.reshape(hist, [-1, 1, bins]), [1, 2, 1]), [-1, 2, bins])
+    offsets, g = _group_offsets(bits, 2 * bins)
+    high = tf.bitwise.right_shift(bits, shift)
+    base = tf.bitwise.bitwise_and(high, bins - 1) + offsets
+    high = tf.bitwise.right_shift(high, width)
+    # an entry matches at most one prefix unless both are equal; then all go to the first
+    ids = tf.where(tf.equal(high, prefixes[:, :1]), base,
+                   tf.where(tf.equal(high, prefixes[:, 1:]), base + bins, g * 2 * bins))
+    hist = tf.reshape(_bincount(ids, g * 2 * bins), [-1, 2, bins])
+    same = tf.equal(prefixes[:, 0], prefixes[:, 1])[:, None, None]
+    return tf.where(same, hist[:, :1], hist)
+
+
+def _select_step(hist: tf.Tensor, level: int, digits: Tuple[int, ...], prefixes: tf.Tensor,
+                 ranks: tf.Tensor, zeros: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Picks each rank's bucket from the upper-triangle counts ``hist`` ``[g, 2, B]``: returns the
+    longer prefixes and the ranks left inside them."""
+    counts = 2 * tf.cast(hist, tf.int64)
+    bins = 1 << digits[level]
+    # the m diagonal zeros sit in bucket 0 of every level while the prefix is still zero
+    zero_bin = tf.one_hot(0, bins, dtype=tf.int64)
+    at_zero = tf.where(tf.equal(prefixes, 0), tf.broadcast_to(zeros[:, None], tf.shape(prefixes)),
+                       tf.zeros_like(ranks))
+    counts += zero_bin * at_zero[:, :, None]
+    before = tf.cumsum(counts, axis=-1) <= ranks[:, :, None]
+    bucket = tf.reduce_sum(tf.cast(before, tf.int32), axis=-1)
+    below = tf.reduce_sum(tf.where(before, counts, tf.zeros_like(counts)), axis=-1)
+    prefixes = tf.bitwise.bitwise_or(tf.bitwise.left_shift(prefixes, digits[level]), bucket)
+    return prefixes, ranks - below
+
+
+def _exact_median(hist_of_level: Callable[[int, tf.Tensor], tf.Tensor], sizes: tf.Tensor,
+                  digits: Tuple[int, ...]) -> tf.Tensor:
+    """``numpy.median`` of each group's ``m x m`` block ``[g]``; ``hist_of_level(level, prefixes)``
+    returns the level's upper-triangle counts (see :func:`_level_hist`)."""
+    m = tf.cast(sizes, tf.int64)
+    n = m * m
+    ranks = tf.stack([(n - 1) // 2, n // 2], axis=1)
+    prefixes = tf.zeros(tf.shape(ranks), tf.int32)
+    for level in range(len(digits)):
+        hist = hist_of_level(level, prefixes)
+        prefixes, ranks = _select_step(hist, level, digits, prefixes, ranks, m)
+    values = tf.bitcast(prefixes, tf.float32)
+    return 0.5 * (values[:, 0] + values[:, 1])
+
+
+def _upper(d: tf.Tensor, sizes: tf.Tensor, invalid) -> tf.Tensor:
+    """The upper-triangle entries of ``d`` ``[g, M, M]`` as ``[g, M(M-1)/2]``, ``invalid`` where a
+    column lies past the group's size."""
     m_static = d.shape[-1]
     rows, cols = np.triu_indices(m_static, k=1)
-    flat = tf.reshape(d, [tf.shape(d)[0], m_static * m_static])
+    flat = tf.reshape(d, [-1, m_static * m_static])
     upper = tf.gather(flat, tf.constant(rows * m_static + cols, tf.int32), axis=1)
+    valid = tf.constant(cols, tf.int32)[None, :] < tf.cast(sizes, tf.int32)[:, None]
+    return tf.where(valid, upper, invalid)
+
+
+def _full_block_entry(upper: tf.Tensor, p, m, select: Callable) -> tf.Tensor:
+    """The ``p``-th smallest of the full ``m x m`` block (``m`` zeros, then every upper value
+    twice), ``select(upper, k)`` giving the ``k``-th smallest of the upper triangle."""
+    value = select(upper, tf.maximum((p - m) // 2, 0))
+    return tf.where(p < m, tf.zeros_like(value), value)
+
+
+def _median_by_nth_element(d: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
+    """The median by ``NthElement`` (``std::nth_element``, linear time) on the upper triangle.
+
+    Its rank is one scalar per call: every group but the last holds ``M`` particles (static ranks),
+    the last one its own size."""
+    upper = _upper(d, sizes, _INF)
+    m_static = d.shape[-1]
+
+    def select(rows, k):
+        return tf.raw_ops.NthElement(input=rows, n=k)
+
+    def median(rows, m):
+        n = m * m
+        return 0.5 * (_full_block_entry(rows, (n - 1) // 2, m, select)
+                      + _full_block_entry(rows, n // 2, m, select))
+
+    return tf.concat([median(upper[:-1], m_static),
+                      median(upper[-1:], tf.cast(sizes[-1], tf.int32))], axis=0)
+
+
+def _median_by_radix(d: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
+    """The median by radix selection (:func:`_exact_median`); XLA-compatible."""
+    # clearing the sign bit only changes NaNs (D >= 0), and keeps every pattern nonnegative
+    bits = tf.bitwise.bitwise_and(tf.bitcast(d, tf.int32), _SKIP)
+    bits = _upper(bits, sizes, _SKIP)
+    return _exact_median(lambda level, prefixes: _level_hist(bits, level, _DIGITS_HELD, prefixes),
+                         sizes, _DIGITS_HELD)
+
+
+def _median_by_sort(d: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
+    """The median by sorting the upper triangle (dtypes other than float32)."""
+    upper = tf.sort(_upper(d, sizes, tf.constant(_INF, d.dtype)), axis=-1)
     m = tf.cast(sizes, tf.int32)
-    valid = tf.constant(cols, tf.int32)[None, :] < m[:, None]
-    upper = tf.sort(tf.where(valid, upper, _INF), axis=-1)
-
     n = m * m
-    def entry(p):  # p [g]: the p-th smallest of the full m x m block
-        k = tf.maximum((p - m) // 2, 0)
-        value = tf.gather(upper, k[:, None], batch_dims=1)[:, 0]
-        return tf.where(p < m, tf.zeros_like(value), value)
-    return 0.5 * (entry((n - 1) // 2) + entry(n // 2))
+
+    def select(rows, k):
+        return tf.gather(rows, k[:, None], batch_dims=1)[:, 0]
+
+    return 0.5 * (_full_block_entry(upper, (n - 1) // 2, m, select)
+                  + _full_block_entry(upper, n // 2, m, select))
 
 
-def bandwidth(d: tf.Tensor, sizes: tf.Tensor, log_of: tf.Tensor) -> tf.Tensor:
-    """``h2 = 0.5 * med / log(log_of)`` ``[g]``.
+def _compiling_with_xla() -> bool:
+    """True while tracing for XLA (``jit_compile=True`` here or in an enclosing function), which
+    has no ``NthElement`` kernel. Unsure means True: the radix selection runs everywhere."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+        return bool(control_flow_util.GraphOrParentsInXlaContext(
+            tf.compat.v1.get_default_graph()))
+    except Exception:  # pragma: no cover - a TF without this internal helper
+        return True
 
-    Where this is undefined (a group of one particle, or a median of zero because at least half the
-    particles coincide) the median is replaced by the mean off-diagonal distance, and by ``1`` if
-    that is zero too: the coincident pairs then get ``K = 1`` and contribute ``x_i - x_j = 0``.
-    """
-    med = median_of_dists(d, sizes)
+
+def median_of_dists(d: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
+    """``numpy.median`` of all ``m*m`` entries of each group's valid block of ``D`` ``[g]``: the
+    mean of its two middle order statistics, found exactly by selection (no sort).
+
+    The full block holds ``m`` diagonal zeros and every off-diagonal value twice, so only the
+    upper triangle is searched. Every group but the last must hold ``M`` particles (as
+    :func:`to_groups` makes them)."""
+    if d.dtype != tf.float32:
+        return _median_by_sort(d, sizes)
+    if _compiling_with_xla():
+        return _median_by_radix(d, sizes)
+    return _median_by_nth_element(d, sizes)
+
+
+def _h2_from(med: tf.Tensor, dist_sum: tf.Tensor, sizes: tf.Tensor,
+             log_of: tf.Tensor) -> tf.Tensor:
     pairs = tf.maximum(sizes * (sizes - 1.0), 1.0)
-    mean = tf.reduce_sum(d, axis=[1, 2]) / pairs
-    med = tf.where(med > 0, med, mean)
+    med = tf.where(med > 0, med, dist_sum / pairs)
     h2 = 0.5 * med / tf.math.log(log_of)
     ok = tf.math.is_finite(h2) & (h2 > 0)
     return tf.where(ok, h2, tf.ones_like(h2))
 
 
-def _weighted_diffs(k: tf.Tensor, x: tf.Tensor, kx: tf.Tensor) -> tf.Tensor:
-    """``sum_j K_ij (x_i - x_j) = x_i * sum_j K_ij - (K x)_i``."""
-    return x * tf.reduce_sum(k, axis=-1, keepdims=True) - kx
+def _valid_sum(d: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Sum of each group's valid block of ``d`` ``[g]`` (pairs with a padded particle excluded)."""
+    if mask is None:
+        return tf.reduce_sum(d, axis=[1, 2])
+    return tf.reduce_sum(tf.linalg.matvec(d, mask) * mask, axis=1)
+
+
+def bandwidth(d: tf.Tensor, sizes: tf.Tensor, log_of: tf.Tensor,
+              mask: tf.Tensor = None) -> tf.Tensor:
+    """``h2 = 0.5 * med / log(log_of)`` ``[g]``.
+
+    Where this is undefined (a group of one particle, or a median of zero because at least half the
+    particles coincide) the median is replaced by the mean off-diagonal distance, and by ``1`` if
+    that is zero too: the coincident pairs then get ``K = 1`` and contribute ``x_i - x_j = 0``.
+    ``mask`` (``[g, M]``, optional) keeps padded rows out of that mean.
+    """
+    return _h2_from(median_of_dists(d, sizes), _valid_sum(d, mask), sizes, log_of)
+
+
+# ------------------------------------------------------------------------ kernel products
+
+def _kernel_products(x: tf.Tensor, mask: tf.Tensor, sizes: tf.Tensor, log_of: tf.Tensor,
+                     kernel: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+                     rhs: Callable[[tf.Tensor], tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor,
+                                                                    tf.Tensor]:
+    """``(h2 [g], s = sum_j W_ij [g, M], W @ rhs(h2) [g, M, e])`` for centred ``x``, where
+    ``W = kernel(D, h2) * pair_mask``. Holds ``D`` for small groups, tiles it for large ones."""
+    m_static = x.shape[1]
+    if m_static is not None and m_static > TILE_THRESHOLD:
+        return _tiled_kernel_products(x, mask, sizes, log_of, kernel, rhs)
+    d = pairwise_sq_dists(x)
+    h2 = bandwidth(d, sizes, log_of, mask)
+    k = kernel(d, h2[:, None, None]) * (mask[:, :, None] * mask[:, None, :])
+    return h2, tf.reduce_sum(k, axis=-1), tf.matmul(k, rhs(h2))
+
+
+def _tiled_kernel_products(x, mask, sizes, log_of, kernel, rhs):
+    """:func:`_kernel_products` in blocks: the exact median and the sum of the distances over the
+    upper-triangle blocks (``S x S``, recomputed once per selection level), then ``K`` by row tiles
+    (``T x M``). Peak memory is a few blocks of :data:`TILE_ELEMENTS`, never ``M x M``."""
+    g = tf.shape(x)[0]
+    m_static, dim = x.shape[1], x.shape[2]
+    sq = tf.reduce_sum(tf.square(x), axis=-1)
+
+    # -- the median over the upper triangle, in square blocks of S
+    side = int(min(m_static, max(1, int(np.sqrt(TILE_ELEMENTS)))))
+    nb = -(-m_static // side)
+    pad = nb * side - m_static
+    xb = tf.reshape(tf.pad(x, [[0, 0], [0, pad], [0, 0]]), [g, nb, side, dim])
+    sqb = tf.reshape(tf.pad(sq, [[0, 0], [0, pad]]), [g, nb, side])
+    mb = tf.reshape(tf.pad(mask, [[0, 0], [0, pad]]), [g, nb, side])
+    bi, bj = np.triu_indices(nb)
+    block_i, block_j = tf.constant(bi, tf.int32), tf.constant(bj, tf.int32)
+    strict_upper = tf.constant(np.triu(np.ones((side, side), bool), k=1))
+
+    def block(p):
+        """Distances of upper block ``p`` ``[g, S, S]`` and which entries count."""
+        i, j = block_i[p], block_j[p]
+        xi, xj = tf.gather(xb, i, axis=1), tf.gather(xb, j, axis=1)
+        d = _sq_dists(xi, tf.gather(sqb, i, axis=1), xj, tf.gather(sqb, j, axis=1))
+        pair = (tf.gather(mb, i, axis=1)[:, :, None] * tf.gather(mb, j, axis=1)[:, None, :]) > 0
+        counted = pair & (strict_upper | (i < j))
+        return d, counted
+
+    def over_blocks(fn, init):
+        def body(p, acc):
+            return p + 1, tuple(a + b for a, b in zip(acc, fn(*block(p))))
+        return tf.while_loop(lambda p, acc: p < len(bi), body, (tf.constant(0), init))[1]
+
+    def hist_of_level(level, prefixes):
+        bins = 1 << _DIGITS_TILED[level]
+
+        def fn(d, counted):
+            bits = tf.bitwise.bitwise_and(tf.bitcast(d, tf.int32), _SKIP)
+            bits = tf.where(counted, bits, _SKIP)
+            hist = _level_hist(tf.reshape(bits, [g, side * side]), level, _DIGITS_TILED,
+                               prefixes)
+            if level:
+                return (hist,)
+            return hist, tf.reduce_sum(tf.where(counted, d, 0.0), axis=[1, 2])
+
+        init = (tf.zeros([g, 2, bins], tf.int32),) + (() if level else (tf.zeros([g]),))
+        out = over_blocks(fn, init)
+        if not level:
+            sums.append(2.0 * out[1])
+        return out[0]
+
+    sums = []
+    med = _exact_median(hist_of_level, sizes, _DIGITS_TILED)
+    h2 = _h2_from(med, sums[0], sizes, log_of)
+    h2c = h2[:, None, None]
+
+    # -- the kernel rows, in row tiles of T
+    y = rhs(h2)
+    rows = int(min(m_static, max(1, TILE_ELEMENTS // m_static)))
+    nt = -(-m_static // rows)
+    pad = nt * rows - m_static
+    xt = tf.reshape(tf.pad(x, [[0, 0], [0, pad], [0, 0]]), [g, nt, rows, dim])
+    sqt = tf.reshape(tf.pad(sq, [[0, 0], [0, pad]]), [g, nt, rows])
+    mt = tf.reshape(tf.pad(mask, [[0, 0], [0, pad]]), [g, nt, rows])
+    cols = tf.range(m_static)
+
+    def tile_body(t, s_acc, ky_acc):
+        xi = tf.gather(xt, t, axis=1)
+        d = _sq_dists(xi, tf.gather(sqt, t, axis=1), x, sq)
+        diagonal = tf.equal((t * rows + tf.range(rows))[:, None], cols[None, :])
+        d = tf.where(diagonal, 0.0, d)
+        k = kernel(d, h2c) * (tf.gather(mt, t, axis=1)[:, :, None] * mask[:, None, :])
+        return (t + 1, s_acc.write(t, tf.reduce_sum(k, axis=-1)),
+                ky_acc.write(t, tf.matmul(k, y)))
+
+    _, s_rows, ky_rows = tf.while_loop(
+        lambda t, *_: t < nt, tile_body,
+        (tf.constant(0), tf.TensorArray(x.dtype, size=nt, element_shape=[None, rows]),
+         tf.TensorArray(x.dtype, size=nt, element_shape=[None, rows, y.shape[-1]])))
+    s = tf.reshape(tf.transpose(s_rows.stack(), [1, 0, 2]), [g, nt * rows])[:, :m_static]
+    ky = tf.reshape(tf.transpose(ky_rows.stack(), [1, 0, 2, 3]),
+                    [g, nt * rows, y.shape[-1]])[:, :m_static]
+    return h2, s, ky
 
 
 def blob_direction(grad: tf.Tensor, x: tf.Tensor, mask: tf.Tensor, sizes: tf.Tensor,
@@ -94,15 +390,14 @@ def blob_direction(grad: tf.Tensor, x: tf.Tensor, mask: tf.Tensor, sizes: tf.Ten
     """DAA-BLOB direction ``V = G + (c/m) (K G - R)`` ``[g, M, d]`` (paper eq. 21).
 
     ``h2 = 0.5 med / log m``, ``K = exp(-D / 2h2)``, ``R_i = sum_j K_ij (x_i - x_j) / h2``.
+    Computed with one product: with ``W = (c/m) K``, ``V = G + W (G + X/h2) - X * (W 1) / h2``.
     """
     x = center(x, mask, sizes)
-    d = pairwise_sq_dists(x)
-    h2 = bandwidth(d, sizes, sizes)[:, None, None]
-    pair_mask = mask[:, :, None] * mask[:, None, :]
-    k = tf.exp(-d / (2.0 * h2)) * pair_mask
-    kg, kx = tf.split(tf.matmul(k, tf.concat([grad, x], axis=-1)), 2, axis=-1)
-    r = _weighted_diffs(k, x, kx) / h2
-    return grad + (c / sizes)[:, None, None] * (kg - r)
+    coef = (c / sizes)[:, None, None]
+    h2, s, wy = _kernel_products(x, mask, sizes, sizes,
+                                 lambda d, h2: coef * tf.exp(-d / (2.0 * h2)),
+                                 lambda h2: grad + x / h2[:, None, None])
+    return grad + wy - x * (s / h2[:, None])[:, :, None]
 
 
 def dgf_direction(grad: tf.Tensor, x: tf.Tensor, mask: tf.Tensor, sizes: tf.Tensor,
@@ -111,11 +406,13 @@ def dgf_direction(grad: tf.Tensor, x: tf.Tensor, mask: tf.Tensor, sizes: tf.Tens
 
     ``h2 = 0.5 med / log(m + 1)``, ``K = exp(-D / 2h2) (D / 2h2 - 1)``,
     ``R_i = sum_j K_ij (x_i - x_j)``. ``c`` is used as given (the caller scales it for the pixel range).
+    Computed as ``V = G + X * (W 1) - W X`` with ``W = c K``.
     """
     x = center(x, mask, sizes)
-    d = pairwise_sq_dists(x)
-    h2 = bandwidth(d, sizes, sizes + 1.0)[:, None, None]
-    a = d / (2.0 * h2)
-    k = tf.exp(-a) * (a - 1.0) * (mask[:, :, None] * mask[:, None, :])
-    r = _weighted_diffs(k, x, tf.matmul(k, x))
-    return grad + c * r
+
+    def kernel(d, h2):
+        a = d / (2.0 * h2)
+        return c * tf.exp(-a) * (a - 1.0)
+
+    _, s, wx = _kernel_products(x, mask, sizes, sizes + 1.0, kernel, lambda h2: x)
+    return grad + x * s[:, :, None] - wx

@@ -66,10 +66,10 @@ class Particles:
 
     def direction(self, grad: tf.Tensor, x: tf.Tensor, state: State,
                   params: Params) -> Tuple[tf.Tensor, State]:
-        n = tf.shape(x)[0]
         xg, mask, sizes = particle_kernel.to_groups(_flat(x), self.particles)
         gg, _, _ = particle_kernel.to_groups(_flat(grad), self.particles)
         rule = (particle_kernel.blob_direction if self.kind == "blob"
                 else particle_kernel.dgf_direction)
         v = rule(gg, xg, mask, sizes, params["c"])
+        n = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
         return tf.reshape(particle_kernel.from_groups(v, n), tf.shape(x)), state

@@ -1,0 +1,1 @@
+"""Speed benchmarks of daa_tf (not timed tests): ``python -m benchmarks.run --help``."""

@@ -1,0 +1,50 @@
+"""Smoke test of the benchmark suite: minimal sizes, structure only (never timings)."""
+import json
+
+from benchmarks import run as bench
+from daa_tf import particles
+
+SMOKE = ["--random", "--batch", "8", "--particles", "4", "--steps", "2", "--repeats", "1", "--point-repeats", "1",
+         "--driver-examples", "16", "--driver-steps", "4", "--steps-per-round", "2",
+         "--driver-repeats", "1", "--compile-attacks", "pgd", "--large-particles", "12",
+         "--large-steps", "1", "--large-repeats", "1", "--tile-threshold", "8",
+         "--compile-steps", "1", "--compile-repeats", "1",
+         "--paper-examples", "8", "--paper-steps", "2"]
+
+
+def test_benchmark_runs_and_reports_every_section(tmp_path, capsys):
+    threshold = particles.TILE_THRESHOLD
+    path = tmp_path / "bench.json"
+    results = bench.main(SMOKE + ["--json", str(path)])
+    printed = capsys.readouterr().out
+    assert particles.TILE_THRESHOLD == threshold  # the override does not leak
+
+    saved = json.loads(path.read_text())
+    assert set(saved) == {"meta", *bench.SECTIONS}
+    assert saved["meta"]["tensorflow"] and saved["meta"]["command"].startswith("python -m")
+    for section in bench.SECTIONS:
+        keys = [key for key, _, _ in bench.COLUMNS[section]]
+        assert saved[section], section
+        for row in saved[section]:
+            optional = {"vs_groups", "tiled_vs_held", "peak_over_before_mb", "tracing_count",
+                        "vs_floor", "vs_pgd", "of_pgd_step",
+                        "xla_vs_graph", "authors_s", "vs_authors"}
+            assert set(keys) - optional <= set(row)
+        title = f"## {section}:"
+        assert title in printed
+        for _, header, _ in bench.COLUMNS[section]:
+            assert header in printed
+    assert [r["attack"] for r in saved["steps"]] == list(bench.STEP_ATTACKS) * 3
+    assert [r["mode"] for r in saved["steps"]] == (["trajectory"] * 5 + ["same point"] * 5
+                                                   + ["rule only"] * 5)
+    assert all(r["tracing_count"] == 1 for r in saved["steps"])
+    assert [r["jit"] for r in saved["compile"]] == [False, True]
+    assert [r["kernel"] for r in saved["large"]] == ["held", "tiled", "tiled", "held"]
+    assert results["driver"][0]["attack"] == "pgd"
+
+
+def test_json_to_stdout_keeps_the_tables_apart(capsys):
+    bench.main(SMOKE + ["--sections", "steps", "--attacks", "floor,pgd", "--json", "-"])
+    captured = capsys.readouterr()
+    assert [r["attack"] for r in json.loads(captured.out)["steps"]] == ["floor", "pgd"] * 3
+    assert "## steps:" in captured.err
