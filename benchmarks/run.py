@@ -191,15 +191,18 @@ def attack_runner(model, attack: str, x, y, steps: int, particles: int, jit: Opt
 
 
 def floor_runner(model, x, y, steps: int, jit: bool):
-    """The gradient floor: a compiled ``tf.while_loop`` doing only ``x += d/dx sum_i L_i``."""
+    """The gradient floor: a compiled ``tf.while_loop`` doing only ``x += d/dx sum_i L_i``, with
+    the gradient computed as the attacks' loop computes it (see ``daa_tf.loop``)."""
     import tensorflow as tf
     from daa_tf import loop
     from daa_tf.losses import get_loss
     loss_fn = get_loss("xent")
 
     def floor(x, y, steps):
+        gradient = loop._gradient_function(model, loss_fn, y, False, jit)
+
         def body(i, x):
-            return i + 1, x + loop.loss_gradient(model, loss_fn, x, y, False)
+            return i + 1, x + gradient(x)
         return tf.while_loop(lambda i, x: i < steps, body, (tf.constant(0), x))[1]
 
     fn = tf.function(floor, jit_compile=jit)
@@ -247,10 +250,8 @@ def section_steps(args, model, x, y, settings, jit) -> List[Dict[str, Any]]:
     point``: one step per call, every attack and the floor from the same points. ``rule only``:
     the step rule with a frozen gradient (no model), as a share of the same-point PGD step.
 
-    The model's gradient costs the same for every attack, but not in every compiled function:
-    TensorFlow's oneDNN rewrite of MaxPoolGrad is decided per function, apparently at random (in
-    the lowered while loop), and the MNIST net's step then costs about 20% more or less. The rule's
-    own cost is what the attacks add to the gradient."""
+    The rule's own cost is what an attack adds to the gradient; the floor computes the gradient as
+    the attacks' loop does (a function of its own: see ``daa_tf.loop._gradient_function``)."""
     import tensorflow as tf
     from daa_tf import attacks
     cfg = attacks.make_config("pgd", steps=1, **settings)

@@ -12,7 +12,6 @@ import keras
 import tensorflow as tf
 
 from daa_tf.losses import LossFn
-from daa_tf.steps import Params
 
 Model = Callable[[tf.Tensor], tf.Tensor]
 
@@ -45,6 +44,20 @@ def loss_gradient(model: Model, loss_fn: LossFn, x: tf.Tensor, y: tf.Tensor,
     return -grad if targeted else grad
 
 
+def _gradient_function(model: Model, loss_fn: LossFn, y: tf.Tensor, targeted: bool,
+                       jit_compile: bool) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``x -> G`` for the step loop. Without XLA it is a function of its own, kept out of the
+    loop's graph (``_noinline``): in the loop's lowered (cyclic) graph, whether oneDNN's rewrite
+    of ``MaxPoolGrad`` happens depends on a traversal order that varies from one compiled function
+    to the next (measured: 11 ms or 80 ms per step of the MNIST net's two pooling gradients); in
+    a graph of its own the rewrite always happens. Same ops, same values."""
+    def gradient(x):
+        return loss_gradient(model, loss_fn, x, y, targeted)
+    if jit_compile:
+        return gradient
+    return tf.function(gradient, experimental_attributes={"_noinline": True})
+
+
 def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: Any, targeted: bool,
            jit_compile: bool) -> Callable[..., tf.Tensor]:
     def run_steps(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params):
@@ -55,9 +68,10 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: Any, targeted:
         # exact, so the result is bitwise the same), whose bounds are computed once, not per step.
         low = tf.maximum(x0 - eps, clip_min)
         high = tf.minimum(x0 + eps, clip_max)
+        gradient = _gradient_function(model, loss_fn, y, targeted, jit_compile)
 
         def body(i, x, state):
-            grad = loss_gradient(model, loss_fn, x, y, targeted)
+            grad = gradient(x)
             v, state = rule.direction(grad, x, state, params)
             x = tf.clip_by_value(x + step_size * tf.sign(v), low, high)
             return i + 1, x, state
