@@ -6,12 +6,15 @@ Sections (``--sections``, default all):
   summed loss and an add), PGD, momentum PGD, DAA-BLOB and DAA-DGF on one batch, as medians of
   interleaved repeats in one process; ratios to the floor and to PGD.
 - ``driver``: ``daa_tf.run`` against calling ``daa_tf.attacks.run_steps`` on the same batches.
-- ``compile``: first-call (trace + compile) time, steady step time and tracing count, with XLA
+- ``compile``: first-call time (trace, graph optimisation or XLA compilation, and one step),
+  compile time (that less one steady step), steady step time and tracing count, with XLA
   (``jit_compile=True``) and the plain graph.
 - ``large``: DAA-BLOB with one group of ``--large-particles`` particles (the tiled kernel) against
   groups of ``--particles`` on the same images; peak resident memory of each.
-- ``paper``: PGD and DAA-BLOB, 100 steps over 1000 MNIST images, against the DAA authors' code
-  timed on the project's reference machine (2-core CPU, see the README's "Performance").
+- ``paper``: PGD and DAA-BLOB, 100 steps over 1000 MNIST images through ``daa_tf.run``, against
+  the DAA authors' design re-created in :mod:`benchmarks.authors` (TF1 graph, a session run per
+  step, the kernel on the host) and timed in the same invocation, alternated; also against the
+  authors' code as timed once on the project's machine (``AUTHORS_SECONDS``).
 
 The MadryLab models and data are read from the shared fixtures when present (``DAA_TF_SHARED``, or
 ``../shared`` beside the checkout); otherwise randomly initialised models of the same architectures
@@ -206,8 +209,11 @@ def floor_runner(model, x, y, steps: int, jit: bool):
         return tf.while_loop(lambda i, x: i < steps, body, (tf.constant(0), x))[1]
 
     fn = tf.function(floor, jit_compile=jit)
-    x0, yt, n = tf.constant(x), tf.constant(y), tf.constant(steps)
-    return (lambda: fn(x0, yt, n).numpy()), fn
+    x0, yt = tf.constant(x), tf.constant(y)
+
+    def run(n_steps: int = steps):
+        return fn(x0, yt, tf.constant(n_steps)).numpy()
+    return run, fn
 
 
 def rule_runner(model, attack: str, x, y, steps: int, particles: int, jit: bool,
@@ -241,6 +247,22 @@ def rule_runner(model, attack: str, x, y, steps: int, particles: int, jit: bool,
     fn = tf.function(rule_loop, jit_compile=jit)
     n = tf.constant(steps)
     return (lambda: fn(x0, grad, n).numpy()), fn
+
+
+def set_fast_input_gradient(model, choice: str) -> Optional[bool]:
+    """Applies ``--fast-input-gradient`` to the model's :class:`InputConv2D` layers (before any
+    tracing); returns whether the fast path is used (None: the model has no such layer)."""
+    try:
+        from daa_tf.models.layers import InputConv2D
+    except ImportError:
+        return None
+    layers = [layer for layer in model.layers if isinstance(layer, InputConv2D)]
+    for layer in layers:
+        layer.fast_input_gradient = {"auto": None, "on": True, "off": False}[choice]
+    if not layers:
+        return None
+    import tensorflow as tf
+    return {"on": True, "off": False}.get(choice, not tf.config.list_logical_devices("GPU"))
 
 
 # ----------------------------------------------------------------------------------- sections
@@ -343,18 +365,20 @@ def section_compile(args, model_name, x, y, settings, random_weights) -> List[Di
         steady = {}
         for jit in (False, True):
             model, _ = build_model(model_name, random_weights)  # a fresh model: nothing cached
+            set_fast_input_gradient(model, args.fast_input_gradient)
             if attack == "floor":
                 run, fn = floor_runner(model, x, y, steps, jit)
-                again = run
             else:
                 run, fn, _ = attack_runner(model, attack, x, y, steps, args.particles, jit,
                                            settings)
-                again = lambda run=run: run(steps + 1)  # noqa: E731 (other numbers: no retrace)
-            first, times, _ = interleaved({"run": run}, repeats)
-            again()
+            started = time.perf_counter()
+            run(1)  # the first call: trace, optimise or compile, and one step
+            first_s = time.perf_counter() - started
+            _, times, _ = interleaved({"run": run}, repeats)
+            run(steps + 1)  # another step count: must not retrace
             steady[jit] = median(times["run"]) / steps
-            rows.append(dict(attack=attack, batch=len(x), jit=jit, first_call_s=first["run"],
-                             compile_s=first["run"] - median(times["run"]),
+            rows.append(dict(attack=attack, batch=len(x), jit=jit, first_call_s=first_s,
+                             compile_s=first_s - steady[jit],
                              ms_per_step=1000.0 * steady[jit],
                              tracing_count=fn.experimental_get_tracing_count()))
         rows[-1]["xla_vs_graph"] = steady[True] / steady[False]
@@ -420,18 +444,59 @@ def section_large(args, model, x, y, settings, jit) -> List[Dict[str, Any]]:
     return rows
 
 
+def authors_runs(args) -> Optional[List[Dict[str, Any]]]:
+    """One subprocess run of :mod:`benchmarks.authors` (PGD then DAA-BLOB over the paper set);
+    None, with the reason on stderr, when it cannot run here."""
+    import subprocess
+    command = [sys.executable, "-m", "benchmarks.authors", "--json", "-",
+               "--examples", str(args.paper_examples), "--steps", str(args.paper_steps)]
+    if args.random:
+        command.append("--random")
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        tail = done.stderr.strip().splitlines()[-3:]
+        print("# the authors' loops could not run here (" + " / ".join(tail) + "): only the "
+              "recorded figures are shown", file=sys.stderr)
+        return None
+    return json.loads(done.stdout)["runs"]
+
+
 def section_paper(args, model, x, y, settings, jit) -> List[Dict[str, Any]]:
+    """PGD and DAA-BLOB over the first ``--paper-examples`` images, one restart of ``daa_tf.run``
+    (random start, rounds of ``--steps-per-round`` with reshuffles, groups of ``--particles``,
+    the driver's default batch, final evaluation) against :mod:`benchmarks.authors` (their design:
+    TF1 session run per step, host-side kernel, batches of 200), alternated ``--paper-repeats``
+    times; medians. Also the ratio to the authors' figures recorded in ``AUTHORS_SECONDS``."""
+    import daa_tf
     n = min(args.paper_examples, len(x))
+    ours: Dict[str, List[float]] = {"pgd": [], "daa_blob": []}
+    accuracy: Dict[str, float] = {}
+    theirs: Dict[str, List[Dict[str, Any]]] = {"pgd": [], "daa_blob": []}
+    for repeat in range(-1 if args.paper_warmup else 0, args.paper_repeats):
+        if repeat >= 0 and args.paper_authors:
+            for run in authors_runs(args) or []:
+                theirs[run["attack"]].append(run)
+        for attack in ("pgd", "daa_blob"):
+            extra = {"particles": args.particles} if attack.startswith("daa") else {}
+            started = time.perf_counter()
+            result = daa_tf.run(model, x[:n], y[:n], attack=attack, steps=args.paper_steps,
+                                steps_per_round=args.steps_per_round, seed=repeat + 1, verbose=0,
+                                jit_compile=jit, **settings, **extra)
+            if repeat >= 0:  # the warm-up call traces and optimises the graphs
+                ours[attack].append(time.perf_counter() - started)
+                accuracy[attack] = result.accuracy
+    full = n == 1000 and args.paper_steps == 100
     rows = []
     for attack in ("pgd", "daa_blob"):
-        run, fn, _ = attack_runner(model, attack, x[:n], y[:n], args.paper_steps, args.particles,
-                                   jit, settings)
-        run(1)  # compile
-        _, times, _ = interleaved({"run": run}, args.paper_repeats)
-        seconds = median(times["run"])
-        full = n == 1000 and args.paper_steps == 100
+        seconds = median(ours[attack])
+        their = median([r["seconds"] for r in theirs[attack]]) if theirs[attack] else None
         rows.append(dict(attack=attack, examples=n, steps=args.paper_steps, jit=jit,
-                         seconds=seconds, authors_s=AUTHORS_SECONDS[attack] if full else None,
+                         seconds=seconds, accuracy=accuracy[attack], authors_measured_s=their,
+                         authors_accuracy=theirs[attack][-1]["accuracy"] if their else None,
+                         vs_authors_measured=seconds / their if their else None,
+                         runs=len(ours[attack]), seconds_all=ours[attack],
+                         authors_seconds_all=[r["seconds"] for r in theirs[attack]],
+                         authors_s=AUTHORS_SECONDS[attack] if full else None,
                          vs_authors=seconds / AUTHORS_SECONDS[attack] if full else None))
     return rows
 
@@ -459,14 +524,20 @@ COLUMNS = {
               ("rss_before_mb", "RSS before MB", "{:.0f}"), ("peak_mb", "peak MB", "{:.0f}"),
               ("peak_over_before_mb", "peak-before MB", "{:.0f}")],
     "paper": [("attack", "attack", "{}"), ("examples", "images", "{}"), ("steps", "steps", "{}"),
-              ("jit", "jit", "{}"), ("seconds", "seconds", "{:.1f}"),
-              ("authors_s", "authors s", "{}"), ("vs_authors", "x authors", "{:.3f}")],
+              ("jit", "jit", "{}"), ("runs", "runs", "{}"), ("seconds", "ours s", "{:.1f}"),
+              ("accuracy", "ours acc", "{:.1%}"),
+              ("authors_measured_s", "authors s (now)", "{:.1f}"),
+              ("authors_accuracy", "authors acc", "{:.1%}"),
+              ("vs_authors_measured", "x authors (now)", "{:.3f}"),
+              ("authors_s", "authors s (recorded)", "{}"),
+              ("vs_authors", "x recorded", "{:.3f}")],
 }
 TITLES = {"steps": "Step time (medians of interleaved repeats; floor = model input gradient only)",
           "driver": "Driver overhead (daa_tf.run vs attacks.run_steps on the same batches)",
           "compile": "Compilation and XLA (fresh model per row)",
           "large": "One DAA group of all images (tiled kernel) vs groups; peak resident memory",
-          "paper": "100 steps over 1000 MNIST images vs the authors' code"}
+          "paper": "the paper's run (1000 MNIST images, 100 steps) vs the authors' design, "
+                   "alternated"}
 
 
 def format_table(section: str, rows: List[Dict[str, Any]]) -> str:
@@ -512,7 +583,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="override daa_tf.particles.TILE_THRESHOLD (groups above it are tiled)")
     p.add_argument("--paper-examples", type=int, default=1000)
     p.add_argument("--paper-steps", type=int, default=100)
-    p.add_argument("--paper-repeats", type=int, default=1)
+    p.add_argument("--paper-repeats", type=int, default=3,
+                   help="alternated runs of ours and of the authors' loops (medians)")
+    p.add_argument("--paper-authors", action=argparse.BooleanOptionalAction, default=True,
+                   help="time the authors' loops (benchmarks.authors, a subprocess) alongside")
+    p.add_argument("--paper-warmup", action=argparse.BooleanOptionalAction, default=True,
+                   help="one untimed run of ours first (tracing, graph optimisation)")
+    p.add_argument("--fast-input-gradient", choices=("auto", "on", "off"), default="auto",
+                   help="the MNIST nets' first convolution (daa_tf.models.layers.InputConv2D): "
+                        "auto = its default (on without a GPU); off = Conv2D's own gradient")
     p.add_argument("--random", action="store_true",
                    help="random weights and images even when the fixtures are present")
     p.add_argument("--intra-threads", type=int, default=0, help="0: TensorFlow's default")
@@ -560,6 +639,7 @@ def _run(args: argparse.Namespace, tf, kernel) -> Dict[str, Any]:
     settings = SETTINGS[args.model]
 
     model, model_desc = build_model(args.model, args.random)
+    fast_conv = set_fast_input_gradient(model, args.fast_input_gradient)
     need = max([args.batch]
                + ([args.driver_examples] if "driver" in args.sections else [])
                + ([args.large_particles] if "large" in args.sections else [])
@@ -572,11 +652,12 @@ def _run(args: argparse.Namespace, tf, kernel) -> Dict[str, Any]:
                 default_jit=loop.default_jit_compile(), jit=jit,
                 intra_threads=tf.config.threading.get_intra_op_parallelism_threads(),
                 inter_threads=tf.config.threading.get_inter_op_parallelism_threads(),
-                tile_threshold=kernel.TILE_THRESHOLD,
+                tile_threshold=kernel.TILE_THRESHOLD, fast_input_gradient=fast_conv,
                 load_average_before=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
                 command="python -m benchmarks.run " + " ".join(args.argv))
     print(f"# daa_tf benchmarks: TF {meta['tensorflow']}, {meta['cpus']} CPUs, {meta['gpus']} GPUs, "
-          f"{model_desc}, {data_desc}; default jit_compile={meta['default_jit']}", file=out)
+          f"{model_desc}, {data_desc}; default jit_compile={meta['default_jit']}; "
+          f"first convolution's fast input gradient: {fast_conv}", file=out)
     if meta["load_average_before"]:
         print(f"# load average before: {', '.join(f'{v:.2f}' for v in meta['load_average_before'])}",
               file=out)

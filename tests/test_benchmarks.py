@@ -1,5 +1,10 @@
-"""Smoke test of the benchmark suite: minimal sizes, structure only (never timings)."""
+"""Smoke test of the benchmark suite: minimal sizes, structure only (never timings); the authors'
+baseline computes the paper's BLOB direction."""
 import json
+
+import numpy as np
+
+from benchmarks import authors
 
 from benchmarks import run as bench
 from daa_tf import particles
@@ -9,7 +14,7 @@ SMOKE = ["--random", "--batch", "8", "--particles", "4", "--steps", "2", "--repe
          "--driver-repeats", "1", "--compile-attacks", "pgd", "--large-particles", "12",
          "--large-steps", "1", "--large-repeats", "1", "--tile-threshold", "8",
          "--compile-steps", "1", "--compile-repeats", "1",
-         "--paper-examples", "8", "--paper-steps", "2"]
+         "--paper-examples", "8", "--paper-steps", "10", "--paper-repeats", "1"]
 
 
 def test_benchmark_runs_and_reports_every_section(tmp_path, capsys):
@@ -41,6 +46,12 @@ def test_benchmark_runs_and_reports_every_section(tmp_path, capsys):
     assert [r["jit"] for r in saved["compile"]] == [False, True]
     assert [r["kernel"] for r in saved["large"]] == ["held", "tiled", "tiled", "held"]
     assert results["driver"][0]["attack"] == "pgd"
+    paper = {r["attack"]: r for r in saved["paper"]}
+    assert set(paper) == {"pgd", "daa_blob"}
+    for row in paper.values():  # the authors' loops ran in their subprocess, on the same images
+        assert row["runs"] == 1 and row["authors_measured_s"] > 0
+        assert row["vs_authors_measured"] == row["seconds"] / row["authors_measured_s"]
+        assert 0.0 <= row["authors_accuracy"] <= 1.0
 
 
 def test_json_to_stdout_keeps_the_tables_apart(capsys):
@@ -48,3 +59,13 @@ def test_json_to_stdout_keeps_the_tables_apart(capsys):
     captured = capsys.readouterr()
     assert [r["attack"] for r in json.loads(captured.out)["steps"]] == ["floor", "pgd"] * 3
     assert "## steps:" in captured.err
+
+
+def test_authors_baseline_computes_the_blob_direction_of_algorithms_md():
+    from tests.numpy_reference import blob_terms
+    rng = np.random.default_rng(3)
+    for m in (5, 8):
+        x = rng.uniform(0, 1, (m, 784))
+        g = rng.normal(0, 1, (m, 784))
+        np.testing.assert_allclose(authors.blob_direction(g, x), blob_terms(g, x, 1.1)[0],
+                                   rtol=1e-9, atol=1e-12)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import keras
 
 from daa_tf.models.checkpoint import PathLike, fetch_hint, open_checkpoint
+from daa_tf.models.layers import InputConv2D
 
 # (layer name, kernel checkpoint name, bias checkpoint name, kernel shape), in network order.
 WEIGHTS = (
@@ -22,7 +23,7 @@ def build_madry_mnist() -> keras.Model:
     """Untrained net: input ``[N, 784]`` float32 pixels in [0, 1], output logits ``[N, 10]``."""
     x_in = keras.Input(shape=(784,), dtype="float32", name="x")
     h = keras.layers.Reshape((28, 28, 1))(x_in)
-    h = keras.layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(h)
+    h = InputConv2D(32, 5, padding="same", activation="relu", name="conv1")(h)
     h = keras.layers.MaxPooling2D(2, 2, padding="same")(h)
     h = keras.layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2")(h)
     h = keras.layers.MaxPooling2D(2, 2, padding="same")(h)
