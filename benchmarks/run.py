@@ -562,14 +562,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--particles", type=int, default=200, help="DAA group size")
     p.add_argument("--steps", type=int, default=10, help="steps per timed call")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--point-repeats", type=int, default=15,
                    help="steps section: one-step calls from the same points (0: skip)")
     p.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
                    help="auto: daa_tf's default for this device (XLA on GPU, graph on CPU)")
     p.add_argument("--driver-examples", type=int, default=2000)
     p.add_argument("--driver-steps", type=int, default=30)
-    p.add_argument("--driver-repeats", type=int, default=2)
+    p.add_argument("--driver-repeats", type=int, default=4)
     p.add_argument("--steps-per-round", type=int, default=10)
     p.add_argument("--compile-attacks", default="floor,pgd,daa_blob")
     p.add_argument("--compile-steps", type=int, default=3)

@@ -1,6 +1,8 @@
 """Keras ports of the attacked models, with their weights read from the released files.
 
 Every model maps inputs to logits ``[N, 10]``; batch norm (where present) uses stored statistics.
+The one-channel nets' first convolution is :class:`daa_tf.models.layers.InputConv2D` (a ``Conv2D``
+with a faster input gradient on CPU).
 
 | name | input | weights |
 | --- | --- | --- |
