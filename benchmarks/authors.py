@@ -27,12 +27,16 @@ ROUND = 10  # DAA steps per round (their perturb() does 10 steps)
 C_XENT = 1.1  # their BLOB weight c for the xent loss
 
 
+try:
+    from scipy.spatial.distance import pdist, squareform
+except ImportError:  # SciPy is not a dependency of daa_tf
+    pdist = squareform = None
+
+
 def pairwise_sq_dists(theta: np.ndarray) -> np.ndarray:
     """``[m, m]`` squared Euclidean distances between the rows of ``theta`` ``[m, d]``, as the
     authors compute them (``squareform(pdist(theta)) ** 2``); NumPy's equivalent without SciPy."""
-    try:
-        from scipy.spatial.distance import pdist, squareform
-    except ImportError:  # SciPy is not a dependency of daa_tf
+    if pdist is None:
         diff = theta[:, None, :] - theta[None, :, :]
         return np.einsum("ijk,ijk->ij", diff, diff)
     return squareform(pdist(theta)) ** 2
@@ -174,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     result = dict(runs=runs, meta=dict(
         tensorflow=tf.__version__, data=data_desc, batch=BATCH,
         weights="adv_trained fixture" if weights else "random",
-        pairwise="scipy pdist" if _has_scipy() else "numpy (SciPy absent)",
+        pairwise="scipy pdist" if pdist is not None else "numpy (SciPy absent)",
         examples=args.examples, steps=args.steps))
     text = json.dumps(result, indent=2)
     if args.json == "-":
@@ -186,14 +190,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         for r in runs:
             print(f"{r['attack']:>8}: {r['seconds']:.1f} s, accuracy {r['accuracy']:.2%}")
     return result
-
-
-def _has_scipy() -> bool:
-    try:
-        import scipy.spatial  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

@@ -253,16 +253,16 @@ def set_fast_input_gradient(model, choice: str) -> Optional[bool]:
     """Applies ``--fast-input-gradient`` to the model's :class:`InputConv2D` layers (before any
     tracing); returns whether the fast path is used (None: the model has no such layer)."""
     try:
-        from daa_tf.models.layers import InputConv2D
+        from daa_tf.models.layers import InputConv2D, default_fast_input_gradient
     except ImportError:
         return None
     layers = [layer for layer in model.layers if isinstance(layer, InputConv2D)]
+    setting = {"auto": None, "on": True, "off": False}[choice]
     for layer in layers:
-        layer.fast_input_gradient = {"auto": None, "on": True, "off": False}[choice]
+        layer.fast_input_gradient = setting
     if not layers:
         return None
-    import tensorflow as tf
-    return {"on": True, "off": False}.get(choice, not tf.config.list_logical_devices("GPU"))
+    return default_fast_input_gradient() if setting is None else setting
 
 
 # ----------------------------------------------------------------------------------- sections
@@ -591,7 +591,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="one untimed run of ours first (tracing, graph optimisation)")
     p.add_argument("--fast-input-gradient", choices=("auto", "on", "off"), default="auto",
                    help="the MNIST nets' first convolution (daa_tf.models.layers.InputConv2D): "
-                        "auto = its default (on without a GPU); off = Conv2D's own gradient")
+                        "auto = its default (on without a GPU/TPU); off = Conv2D's own gradient")
     p.add_argument("--random", action="store_true",
                    help="random weights and images even when the fixtures are present")
     p.add_argument("--intra-threads", type=int, default=0, help="0: TensorFlow's default")

@@ -73,7 +73,8 @@ def test_other_configurations_are_plain_conv2d(channels, strides):
 
 def test_switch_config_and_serialisation(tmp_path):
     x, _, ours = _pair(4, 5, "same", (2, 8, 8, 1), fast=None)
-    assert ours._use_fast_path(x) == (not tf.config.list_logical_devices("GPU"))
+    assert ours._use_fast_path(x) == (not tf.config.list_logical_devices("GPU")
+                                    and not tf.config.list_logical_devices("TPU"))
     assert not InputConv2D(4, 5, fast_input_gradient=False)._use_fast_path(x)
     model = keras.Sequential([keras.Input((8, 8, 1)), ours])
     path = tmp_path / "m.keras"

@@ -16,6 +16,8 @@ from typing import Any, List, Optional, Tuple
 import keras
 import tensorflow as tf
 
+from daa_tf.loop import default_jit_compile
+
 
 def _shifted(plane: tf.Tensor, offset: int, before: int, size: int, out_size: int,
              axis: int) -> Optional[Tuple[tf.Tensor, List[int]]]:
@@ -76,12 +78,17 @@ def fold_input_gradient(dy: tf.Tensor, kernel: tf.Tensor, in_hw: Tuple[int, int]
     return _folder((kh, kw), tuple(in_hw), tuple(pads))(taps)[..., None]
 
 
+def default_fast_input_gradient() -> bool:
+    """On where the attacks run the plain graph (CPU), off where they use XLA (GPU/TPU)."""
+    return not default_jit_compile()
+
+
 @keras.saving.register_keras_serializable(package="daa_tf")
 class InputConv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with a fast input gradient for one-channel, stride-1 inputs.
 
-    ``fast_input_gradient``: ``None`` (default) uses it when no GPU is visible (cuDNN has no such
-    problem, and XLA fuses the plain op), ``True``/``False`` force it. Other configurations (more
+    ``fast_input_gradient``: ``None`` (default) uses it where the attacks run the plain graph, i.e.
+    without a GPU/TPU (:func:`default_fast_input_gradient`), ``True``/``False`` force it. Other configurations (more
     input channels, strides, dilation, channels_first) use ``Conv2D`` unchanged.
     """
 
@@ -95,7 +102,7 @@ class InputConv2D(keras.layers.Conv2D):
     def _use_fast_path(self, inputs: Any) -> bool:
         fast = self.fast_input_gradient
         if fast is None:
-            fast = not tf.config.list_logical_devices("GPU")
+            fast = default_fast_input_gradient()
         return bool(fast and self.data_format == "channels_last" and inputs.shape[-1] == 1
                     and tuple(self.strides) == (1, 1) and tuple(self.dilation_rate) == (1, 1)
                     and inputs.shape[1] is not None and inputs.shape[2] is not None)
