@@ -65,8 +65,8 @@ def build_graph(tf1, weights: Optional[Sequence[np.ndarray]]):
     """``(x_input, y_input, grad, correct)``: the MadryLab net as a TF1 graph (random weights
     when ``weights`` is None) and the gradient of the summed cross-entropy."""
     import tensorflow as tf
-    shapes = [(5, 5, 1, 32), (32,), (5, 5, 32, 64), (64,), (3136, 1024), (1024,), (1024, 10),
-              (10,)]
+    from daa_tf.models.madry_mnist import WEIGHTS
+    shapes = [shape for *_, kernel in WEIGHTS for shape in (kernel, kernel[-1:])]
     rng = np.random.default_rng(0)
     values = weights or [rng.normal(0, 0.05, s).astype(np.float32) for s in shapes]
     w = [tf1.Variable(v) for v in values]

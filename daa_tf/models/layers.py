@@ -48,9 +48,7 @@ def _fold(taps: tf.Tensor, kernel_hw: Tuple[int, int], in_hw: Tuple[int, int],
             if cols is None:
                 continue
             planes.append(tf.pad(cols[0], [[0, 0], rows[1], cols[1]]))
-    if not planes:
-        return tf.zeros(tf.stack([tf.shape(taps)[0], in_hw[0], in_hw[1]]), taps.dtype)
-    return tf.add_n(planes)
+    return tf.add_n(planes)  # never empty: the centre tap always lands inside the input
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,9 +85,10 @@ def default_fast_input_gradient() -> bool:
 class InputConv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with a fast input gradient for one-channel, stride-1 inputs.
 
-    ``fast_input_gradient``: ``None`` (default) uses it where the attacks run the plain graph, i.e.
-    without a GPU/TPU (:func:`default_fast_input_gradient`), ``True``/``False`` force it. Other configurations (more
-    input channels, strides, dilation, channels_first) use ``Conv2D`` unchanged.
+    ``fast_input_gradient``: ``None`` (default) uses it where the attacks run the plain graph,
+    i.e. without a GPU/TPU (:func:`default_fast_input_gradient`); ``True``/``False`` force it.
+    Other configurations (more input channels, strides, dilation, channels_first) use ``Conv2D``
+    unchanged.
     """
 
     def __init__(self, *args: Any, fast_input_gradient: Optional[bool] = None, **kwargs: Any):
