@@ -146,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-    from benchmarks.run import load_data, shared_dir
+    from benchmarks.common import load_data, shared_dir
     tf1 = tf.compat.v1
     tf1.disable_eager_execution()
 

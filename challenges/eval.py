@@ -11,57 +11,47 @@ tolerance 1e-4). Otherwise prints ``Accuracy: 92.52%`` and saves the predictions
 """
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from challenges import runner, submission
-
-FLAGS = flags.FLAGS
+from challenges import cli, options, registry, resolve, submission
 
 
 def define_flags() -> None:
-    """The evaluator's flags."""
-    flags.DEFINE_enum("challenge", None, list(runner.CHALLENGES), "Which challenge.")
+    """The evaluator's flags: the challenge, the file, the bound, the model and the data."""
+    options.define_challenge_flag(None)
     flags.DEFINE_string("attack_file", "attack.npy", "The .npy file to evaluate.")
     flags.DEFINE_string("pred_file", "pred.npy", "Where to save the predicted labels.")
-    flags.DEFINE_float("epsilon", None, "L-inf bound (default: the challenge's: mnist 0.3, "
-                       "cifar10 8, fashion_mnist 0.2).")
-    runner.define_model_data_flags(None)
-    runner.list_flags_in_help()
-    flags.mark_flag_as_required("challenge")
+    flags.DEFINE_float("epsilon", None, "L-inf bound (default: the challenge's: " + ", ".join(
+        f"{n} {c.format.eps:g}" for n, c in registry.CHALLENGES.items()) + ").")
     flags.register_validator("epsilon", lambda v: v is None or v > 0,
                              message="--epsilon must be a positive number")
+    options.define_model_data_flags(None)
+    options.list_flags_in_help()
 
 
 def evaluate(f: flags.FlagValues) -> int:
     """Checks ``--attack_file``, scores it, saves the predictions. Returns the exit status."""
-    challenge = runner.CHALLENGES[f.challenge]
+    challenge = registry.get_challenge(f.challenge)
     eps = challenge.format.eps if f.epsilon is None else f.epsilon
     try:
         x_adv = submission.load(f.attack_file)
         submission.check_values(x_adv, challenge.format, f.num_examples)
-        runner.check_paths(challenge, f.model_dir, f.data_dir)
-        model, _, x_nat, y, _ = runner.load_inputs(challenge, f.model_dir, f.model, f.data_dir,
-                                                   len(x_adv))
+        resolve.check_paths(challenge, f.model_dir, f.data_dir)
+        model, _, x_nat, y, _ = resolve.load_inputs(challenge, f.model_dir, f.model, f.data_dir,
+                                                    len(x_adv))
         submission.check_perturbation(x_adv, x_nat, eps)
-    except (submission.InvalidSubmission, runner.SetupError) as err:
+    except (submission.InvalidSubmission, resolve.SetupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if len(x_adv) < challenge.format.num_test:
         print(f"WARNING: evaluated on the first {len(x_adv)} test images only: not a leaderboard "
               "score", file=sys.stderr)
-    pred, accuracy = runner.score(challenge, model, x_adv.astype(submission.DTYPE), y)
+    pred, accuracy = resolve.score(challenge, model, x_adv.astype(submission.DTYPE), y)
     print(f"Accuracy: {100.0 * accuracy:.2f}%")
     submission.save_atomic(f.pred_file, pred)
     print(f"Output saved at {f.pred_file}")
     return 0
 
 
-def main(argv: list) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    return evaluate(FLAGS)
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.main(define_flags, evaluate)

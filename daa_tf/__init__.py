@@ -9,10 +9,12 @@ from typing import Any
 
 _EXPORTS = {
     "fgsm": "daa_tf.attacks", "pgd": "daa_tf.attacks", "momentum_pgd": "daa_tf.attacks",
-    "daa_blob": "daa_tf.attacks", "daa_dgf": "daa_tf.attacks",
+    "daa_blob": "daa_tf.attacks", "daa_dgf": "daa_tf.attacks", "rand_fgsm": "daa_tf.attacks",
+    "apgd": "daa_tf.attacks", "multitargeted": "daa_tf.multitarget",
     "run": "daa_tf.driver", "RunResult": "daa_tf.driver", "evaluate": "daa_tf.driver",
 }
-_SUBMODULES = ("attacks", "losses", "driver", "models", "data", "distribute", "stats")
+_SUBMODULES = ("attacks", "losses", "driver", "models", "data", "distribute", "stats",
+               "schedules", "iterates", "multitarget")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 __version__ = "0.1.0"

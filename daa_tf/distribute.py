@@ -42,9 +42,7 @@ import tensorflow as tf
 
 from daa_tf import attacks
 from daa_tf import loop as compiled
-from daa_tf.losses import get_loss
-
-STRATEGIES = ("none", "mirrored", "multi_worker")
+from daa_tf.catalogue import STRATEGIES
 
 
 def make_strategy(name: str) -> Optional[tf.distribute.Strategy]:
@@ -87,23 +85,22 @@ def is_chief(strategy: Optional[tf.distribute.Strategy]) -> bool:
 def _distributed_loop(strategy: tf.distribute.Strategy, model: compiled.Model,
                       cfg: attacks.AttackConfig) -> Any:
     """The cached ``tf.function`` running the compiled loop on every replica, then gathering."""
-    loss_fn = get_loss(cfg.loss)
-
     def build(get_model):
         def replica_fn(main, tail, scalars, params):
-            loop = compiled.compiled_loop(get_model(), loss_fn, cfg.rule, cfg.targeted,
-                                          cfg.jit_compile)
+            loop = attacks.compiled_steps(get_model(), cfg)
             return tuple(None if shard is None else loop(*shard, *scalars, params)
                          for shard in (main, tail))
 
         def run_and_gather(main, tail, scalars, params):
             outs = strategy.run(replica_fn, args=(main, tail, scalars, params))
-            return tuple(None if out is None else strategy.gather(out, axis=0) for out in outs)
+            # with cfg.best the loop returns a tuple of per-example tensors: gather each
+            return tuple(None if out is None else tf.nest.map_structure(
+                lambda t: strategy.gather(t, axis=0), out) for out in outs)
 
         return tf.function(run_and_gather, reduce_retracing=False)
 
-    key = ("distributed", strategy, loss_fn, cfg.rule, cfg.targeted, cfg.jit_compile)
-    return compiled._cached(model, key, build)
+    key = ("distributed", strategy) + cfg.loop_key
+    return compiled.cached(model, key, build)
 
 
 def _per_replica(strategy: tf.distribute.Strategy, x0: np.ndarray, y: np.ndarray,
@@ -123,21 +120,33 @@ def _per_replica(strategy: tf.distribute.Strategy, x0: np.ndarray, y: np.ndarray
 def run_steps(strategy: tf.distribute.Strategy, model: compiled.Model,
               cfg: attacks.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
               steps: Optional[int] = None, shard_size: Optional[int] = None) -> np.ndarray:
-    """:func:`daa_tf.attacks.run_steps` spread over the replicas of ``strategy``.
+    """:func:`daa_tf.attacks.run_steps` spread over the replicas of ``strategy`` (the attack's
+    points: the last iterates, or the best ones with ``cfg.best``); see :func:`run_loop`."""
+    out = run_loop(strategy, model, cfg, x0, y, x_start, steps, shard_size)
+    return out[1] if cfg.best else out
 
-    ``x0`` (clean), ``y`` (labels) and ``x_start`` are NumPy arrays holding consecutive whole
-    groups of ``cfg.particles`` (the last group may be smaller; for PGD-like attacks any rows).
+
+def run_loop(strategy: tf.distribute.Strategy, model: compiled.Model,
+             cfg: attacks.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
+             steps: Optional[int] = None, shard_size: Optional[int] = None) -> Any:
+    """:func:`daa_tf.attacks.run_loop` spread over the replicas of ``strategy``.
+
+    ``x0`` (clean), ``y`` (labels: ``[N]``, or ``[N, 2]`` / ``[N, C]`` for the losses that take
+    them) and ``x_start`` are NumPy arrays holding consecutive whole
+    groups of ``particles`` (the last group may be smaller; for PGD-like attacks any rows).
     ``shard_size``: rows per replica and call, a multiple of ``particles`` (default: the batch's
     groups spread evenly over the replicas); a batch longer than ``replicas x shard_size`` takes
     several calls. Each shard is computed exactly as ``attacks.run_steps`` computes a batch of
     those rows on one device (so the result equals ``attacks.run_steps`` on consecutive batches of
-    ``shard_size`` rows, bit for bit). Returns the points after ``steps`` (default ``cfg.steps``)
-    steps, NumPy, ``x_start``'s shape.
+    ``shard_size`` rows, bit for bit). Returns the points after ``steps`` (default the settings')
+    steps, NumPy, ``x_start``'s shape; with ``cfg.best``, the tuple ``(x_last, x_best, objective,
+    fooled)`` of NumPy arrays.
     """
     x0, x_start = np.asarray(x0, np.float32), np.asarray(x_start, np.float32)
-    y = np.asarray(y, np.int32)
+    y = np.asarray(y)
+    y = y.astype(np.float32 if np.issubdtype(y.dtype, np.floating) else np.int32)
     replicas = num_replicas(strategy)
-    unit = cfg.particles if cfg.interacting else 1
+    unit = cfg.settings.particles if cfg.interacting else 1
     n = len(x0)
     if shard_size is None:
         groups = -(-n // unit)
@@ -145,12 +154,8 @@ def run_steps(strategy: tf.distribute.Strategy, model: compiled.Model,
     if shard_size < 1 or shard_size % unit:
         raise ValueError(f"shard_size must be a positive multiple of {unit}, got {shard_size}")
     fn = _distributed_loop(strategy, model, cfg)
-    f32 = lambda v: tf.constant(v, tf.float32)  # noqa: E731
-    scalars = (f32(cfg.eps), f32(cfg.step_size),
-               tf.constant(cfg.steps if steps is None else steps, tf.int32),
-               f32(cfg.clip_min), f32(cfg.clip_max))
-    params = {k: f32(v) for k, v in cfg.params.items()}
-    out = np.empty_like(x_start)
+    scalars, params = attacks.loop_arguments(cfg, steps)
+    outs = None
     for begin in range(0, n, replicas * shard_size):
         end = min(n, begin + replicas * shard_size)
         full, tail = divmod(end - begin, shard_size)
@@ -162,8 +167,16 @@ def run_steps(strategy: tf.distribute.Strategy, model: compiled.Model,
         tail_in = (_per_replica(strategy, *[a[full * shard_size:] for a in chunk], {full: 0}, tail)
                    if tail else None)
         main_out, tail_out = fn(main, tail_in, scalars, params)
-        if full:
-            out[begin:begin + full * shard_size] = main_out.numpy()[:full * shard_size]
-        if tail:
-            out[begin + full * shard_size:end] = tail_out.numpy()[full * tail:(full + 1) * tail]
-    return out
+        main_out, tail_out = [None if o is None else (tuple(o) if cfg.best else (o,))
+                              for o in (main_out, tail_out)]
+        if outs is None:
+            outs = [np.empty((n,) + tuple(t.shape[1:]), t.dtype.as_numpy_dtype)
+                    for t in (main_out or tail_out)]
+        for out, main_part, tail_part in zip(outs, main_out or [None] * len(outs),
+                                             tail_out or [None] * len(outs)):
+            if full:
+                out[begin:begin + full * shard_size] = main_part.numpy()[:full * shard_size]
+            if tail:
+                out[begin + full * shard_size:end] = \
+                    tail_part.numpy()[full * tail:(full + 1) * tail]
+    return tuple(outs) if cfg.best else outs[0]

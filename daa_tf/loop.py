@@ -1,9 +1,17 @@
-"""The compiled sign-gradient loop shared by every attack, and its cache.
+"""The compiled loop shared by every attack, and its cache.
 
-One ``tf.function`` per (model, loss, rule, targeted, jit) runs the whole step loop as a
-``tf.while_loop``: no host round trip and no Python per step. Every number that may change between
-calls (eps, step size, steps, box, seed-derived start, rule parameters) enters as a tensor, so calls
-with the same input shapes never retrace.
+One ``tf.function`` per (model, loss, rule, targeted, jit, schedule, best) runs the whole step loop
+as a ``tf.while_loop``: no host round trip and no Python per step. Each iteration: a gradient pass
+at ``x``; the schedule's ``observe`` (APGD may restart some examples from their best point); the
+step rule's direction ``V`` (:mod:`daa_tf.steps`); the schedule's ``step``
+(:mod:`daa_tf.schedules`; PGD's is ``x <- proj(x + a sign(V))``, docs/algorithms.md#pgd). With
+``best`` the loop also tracks each example's best iterate (:mod:`daa_tf.iterates`). Every number
+that may change between calls (eps, step size, steps, box, seed-derived start, rule and schedule
+parameters) enters as a tensor, so calls with the same input shapes never retrace.
+
+When neither the schedule nor best-iterate tracking reads loss values (PGD, FGSM, momentum PGD,
+DAA), the gradient pass is the gradient-only function of before, and the loop is op for op the
+loop of those attacks before schedules existed.
 """
 import weakref
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -11,7 +19,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from daa_tf.losses import LossFn
+from daa_tf import iterates
+from daa_tf.losses import LossFn, fooled
+from daa_tf.schedules import FixedStep, Schedule
+from daa_tf.steps import StepRule
 
 Model = Callable[[tf.Tensor], tf.Tensor]
 
@@ -44,8 +55,8 @@ def loss_gradient(model: Model, loss_fn: LossFn, x: tf.Tensor, y: tf.Tensor,
     return -grad if targeted else grad
 
 
-def _gradient_function(model: Model, loss_fn: LossFn, y: tf.Tensor, targeted: bool,
-                       jit_compile: bool) -> Callable[[tf.Tensor], tf.Tensor]:
+def gradient_function(model: Model, loss_fn: LossFn, y: tf.Tensor, targeted: bool,
+                      jit_compile: bool) -> Callable[[tf.Tensor], tf.Tensor]:
     """``x -> G`` for the step loop. Without XLA it is a function of its own, kept out of the
     loop's graph (``_noinline``): in the loop's lowered (cyclic) graph, whether oneDNN's rewrite
     of ``MaxPoolGrad`` happens depends on a traversal order that varies from one compiled function
@@ -58,8 +69,32 @@ def _gradient_function(model: Model, loss_fn: LossFn, y: tf.Tensor, targeted: bo
     return tf.function(gradient, experimental_attributes={"_noinline": True})
 
 
-def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: Any, targeted: bool,
-           jit_compile: bool) -> Callable[..., tf.Tensor]:
+def value_and_gradient_function(model: Model, loss_fn: LossFn, y: tf.Tensor, targeted: bool,
+                                jit_compile: bool
+                                ) -> Callable[[tf.Tensor], Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """``x -> (objective [N], logits [N, C], G)`` in one pass: the per-example objective the attack
+    ascends (the loss, negated for targeted attacks), the logits, and ``G`` as
+    :func:`gradient_function` computes it. Kept out of the loop's graph without XLA, for the same
+    oneDNN reason."""
+    def value_and_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = call_model(model, x)
+            loss = loss_fn(logits, y)
+            total = tf.reduce_sum(loss)
+        grad = tape.gradient(total, x)
+        if targeted:
+            return -loss, logits, -grad
+        return loss, logits, grad
+    if jit_compile:
+        return value_and_gradient
+    return tf.function(value_and_gradient, experimental_attributes={"_noinline": True})
+
+
+def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targeted: bool,
+           jit_compile: bool, schedule: Schedule, best: bool) -> Callable[..., Any]:
+    valued = best or schedule.needs_values
+
     def run_steps(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params):
         model = get_model()
         state = rule.init_state(x_start, params)
@@ -68,17 +103,46 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: Any, targeted:
         # exact, so the result is bitwise the same), whose bounds are computed once, not per step.
         low = tf.maximum(x0 - eps, clip_min)
         high = tf.minimum(x0 + eps, clip_max)
-        gradient = _gradient_function(model, loss_fn, y, targeted, jit_compile)
+        moves = schedule.init_state(x_start, step_size, steps, params)
 
-        def body(i, x, state):
-            grad = gradient(x)
+        if not valued:  # the gradient-only pass
+            gradient = gradient_function(model, loss_fn, y, targeted, jit_compile)
+
+            def body(i, x, state, moves):
+                grad = gradient(x)
+                v, state = rule.direction(grad, x, state, params)
+                x, moves = schedule.step(i, x, v, moves, step_size, low, high, params)
+                return i + 1, x, state, moves
+
+            _, x, _, _ = tf.while_loop(lambda i, x, state, moves: i < steps, body,
+                                       (tf.constant(0, tf.int32), x_start, state, moves))
+            return x
+
+        value_and_gradient = value_and_gradient_function(model, loss_fn, y, targeted,
+                                                         jit_compile)
+        track = iterates.init(x_start) if best else ()
+
+        def valued_body(i, x, state, moves, track):
+            objective, logits, grad = value_and_gradient(x)
+            if best:
+                track = iterates.update(track, x, objective, fooled(logits, y, targeted))
+            x, grad, moves = schedule.observe(i, x, grad, objective, moves, params)
             v, state = rule.direction(grad, x, state, params)
-            x = tf.clip_by_value(x + step_size * tf.sign(v), low, high)
-            return i + 1, x, state
+            x, moves = schedule.step(i, x, v, moves, step_size, low, high, params)
+            return i + 1, x, state, moves, track
 
-        _, x, _ = tf.while_loop(lambda i, x, state: i < steps, body,
-                                (tf.constant(0, tf.int32), x_start, state))
-        return x
+        _, x, _, _, track = tf.while_loop(
+            lambda i, x, state, moves, track: i < steps, valued_body,
+            (tf.constant(0, tf.int32), x_start, state, moves, track))
+        if not best:
+            return x
+        # The last point had no gradient pass: one forward pass judges it.
+        logits = call_model(model, x)
+        objective = loss_fn(logits, y)
+        if targeted:
+            objective = -objective
+        track = iterates.update(track, x, objective, fooled(logits, y, targeted))
+        return (x,) + tuple(track)
 
     return tf.function(run_steps, jit_compile=jit_compile, reduce_retracing=False)
 
@@ -91,8 +155,10 @@ _STRONG_CACHE: Dict[Tuple, Tuple[Any, Callable]] = {}
 _STRONG_LIMIT = 32
 
 
-def _cached(model: Model, key: Tuple,
-            build: Callable[[Callable[[], Model]], Callable]) -> Callable:
+def cached(model: Model, key: Tuple,
+           build: Callable[[Callable[[], Model]], Callable]) -> Callable:
+    """``build(get_model)`` once per ``(model, key)``: compiled functions keyed by what they were
+    built for, never keeping ``model`` alive (``get_model`` returns it)."""
     try:
         per_model = _CACHE.setdefault(model, {})
         model_ref = weakref.ref(model)
@@ -110,17 +176,26 @@ def _cached(model: Model, key: Tuple,
     return _STRONG_CACHE[strong_key][1]
 
 
-def compiled_loop(model: Model, loss_fn: LossFn, rule: Any, targeted: bool,
-                  jit_compile: bool) -> Callable[..., tf.Tensor]:
+def compiled_loop(model: Model, loss_fn: LossFn, rule: StepRule, targeted: bool,
+                  jit_compile: bool, schedule: Schedule = FixedStep(), best: bool = False
+                  ) -> Callable[..., Any]:
     """The cached compiled loop ``f(x0, y, x_start, eps, step_size, steps, clip_min, clip_max,
-    params) -> x_adv`` for this model and configuration."""
-    key = ("loop", loss_fn, rule, bool(targeted), bool(jit_compile))
-    return _cached(model, key,
-                   lambda get_model: _build(get_model, loss_fn, rule, targeted, jit_compile))
+    params)`` for this model and configuration.
+
+    ``y`` is whatever ``loss_fn`` takes as labels (int ``[N]``; ``[N, 2]`` pairs for the losses
+    toward a target; ODI's ``[N, C]`` weights). ``params``: the rule's and the schedule's tensors.
+    Returns the last iterate ``x_adv``; with ``best``, the tuple ``(x_last, x_best, objective,
+    fooled)`` of :mod:`daa_tf.iterates` (``x_best`` is the attack's result).
+    ``schedule`` defaults to PGD's fixed step, so ``compiled_loop(model, loss_fn, rule, targeted,
+    jit_compile)`` is the loop of PGD, FGSM, momentum PGD and DAA, as before.
+    """
+    key = ("loop", loss_fn, rule, bool(targeted), bool(jit_compile), schedule, bool(best))
+    return cached(model, key, lambda get_model: _build(get_model, loss_fn, rule, targeted,
+                                                       jit_compile, schedule, bool(best)))
 
 
 def compiled_logits(model: Model, jit_compile: bool) -> Callable[[tf.Tensor], tf.Tensor]:
     """The cached compiled inference ``f(x) -> logits``."""
     def build(get_model):
         return tf.function(lambda x: call_model(get_model(), x), jit_compile=jit_compile)
-    return _cached(model, ("logits", bool(jit_compile)), build)
+    return cached(model, ("logits", bool(jit_compile)), build)

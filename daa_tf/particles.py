@@ -1,4 +1,5 @@
-"""The DAA particle kernel: groups, pairwise distances, median bandwidth, BLOB and DGF terms.
+"""The DAA particle kernel: groups, pairwise distances, median bandwidth, BLOB and DGF terms
+(docs/algorithms.md#daa-particle-groups, #daa-blob, #daa-dgf).
 
 All functions work on a batch of groups: points ``x`` of shape ``[g, M, d]`` (flattened), a validity
 ``mask`` ``[g, M]`` (the last group of a batch may hold fewer than ``M`` particles; padded rows are
@@ -301,14 +302,20 @@ def _kernel_products(x: tf.Tensor, mask: tf.Tensor, sizes: tf.Tensor, log_of: tf
 
 
 def _tiled_kernel_products(x, mask, sizes, log_of, kernel, rhs):
-    """:func:`_kernel_products` in blocks: the exact median and the sum of the distances over the
-    upper-triangle blocks (``S x S``, recomputed once per selection level), then ``K`` by row tiles
-    (``T x M``). Peak memory is a few blocks of :data:`TILE_ELEMENTS`, never ``M x M``."""
+    """:func:`_kernel_products` in blocks: the bandwidth from the upper-triangle blocks
+    (:func:`_tiled_bandwidth`), then ``K`` by row tiles (:func:`_tiled_kernel_rows`). Peak memory
+    is a few blocks of :data:`TILE_ELEMENTS`, never ``M x M``."""
+    sq = tf.reduce_sum(tf.square(x), axis=-1)
+    h2 = _tiled_bandwidth(x, sq, mask, sizes, log_of)
+    s, ky = _tiled_kernel_rows(x, sq, mask, h2, kernel, rhs(h2))
+    return h2, s, ky
+
+
+def _tiled_bandwidth(x, sq, mask, sizes, log_of):
+    """``h2`` ``[g]`` from the exact median and the sum of the distances, computed over the
+    upper-triangle blocks (``S x S``, recomputed once per selection level)."""
     g = tf.shape(x)[0]
     m_static, dim = x.shape[1], x.shape[2]
-    sq = tf.reduce_sum(tf.square(x), axis=-1)
-
-    # -- the median over the upper triangle, in square blocks of S
     side = int(min(m_static, max(1, int(np.sqrt(TILE_ELEMENTS)))))
     nb = -(-m_static // side)
     pad = nb * side - m_static
@@ -353,11 +360,15 @@ def _tiled_kernel_products(x, mask, sizes, log_of, kernel, rhs):
 
     sums = []
     med = _exact_median(hist_of_level, sizes, _DIGITS_TILED)
-    h2 = _h2_from(med, sums[0], sizes, log_of)
-    h2c = h2[:, None, None]
+    return _h2_from(med, sums[0], sizes, log_of)
 
-    # -- the kernel rows, in row tiles of T
-    y = rhs(h2)
+
+def _tiled_kernel_rows(x, sq, mask, h2, kernel, y):
+    """``(s = sum_j W_ij [g, M], W @ y [g, M, e])`` with ``W = kernel(D, h2) * pair_mask``,
+    computed by row tiles (``T x M``)."""
+    g = tf.shape(x)[0]
+    m_static, dim = x.shape[1], x.shape[2]
+    h2c = h2[:, None, None]
     rows = int(min(m_static, max(1, TILE_ELEMENTS // m_static)))
     nt = -(-m_static // rows)
     pad = nt * rows - m_static
@@ -382,7 +393,7 @@ def _tiled_kernel_products(x, mask, sizes, log_of, kernel, rhs):
     s = tf.reshape(tf.transpose(s_rows.stack(), [1, 0, 2]), [g, nt * rows])[:, :m_static]
     ky = tf.reshape(tf.transpose(ky_rows.stack(), [1, 0, 2, 3]),
                     [g, nt * rows, y.shape[-1]])[:, :m_static]
-    return h2, s, ky
+    return s, ky
 
 
 def blob_direction(grad: tf.Tensor, x: tf.Tensor, mask: tf.Tensor, sizes: tf.Tensor,

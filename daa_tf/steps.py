@@ -1,12 +1,13 @@
 """Step rules: the direction hook of the sign-gradient loop (foolbox-style).
 
-Every attack here is ``x <- proj(x + a * sign(V))``; a rule maps the loss gradient ``G`` to ``V``.
+Every attack here is ``x <- proj(x + a * sign(V))``; a rule maps the loss gradient ``G`` to ``V``
+(docs/algorithms.md: PGD, momentum PGD, DAA-BLOB, DAA-DGF).
 Rules are static configuration (hashable, so compiled loops can be cached per rule); the numbers a
 user may vary between calls (``decay``, ``c``) arrive as tensors in ``params`` so that changing them
 never retraces.
 """
 import dataclasses
-from typing import Dict, Tuple
+from typing import Dict, Protocol, Tuple
 
 import tensorflow as tf
 
@@ -14,6 +15,21 @@ from daa_tf import particles as particle_kernel
 
 State = Tuple[tf.Tensor, ...]
 Params = Dict[str, tf.Tensor]
+
+
+class StepRule(Protocol):
+    """The direction hook of the loop: hashable static configuration with two methods.
+
+    ``init_state(x, params)`` gives the rule's loop state (a tuple of tensors, possibly empty)
+    for starting points ``x`` ``[N, ...]``; ``direction(grad, x, state, params)`` maps the loss
+    gradient ``grad`` (``x``'s shape) at ``x`` to ``(V, new_state)``; the loop then steps
+    ``x <- proj(x + a * sign(V))``.
+    """
+
+    def init_state(self, x: tf.Tensor, params: Params) -> State: ...
+
+    def direction(self, grad: tf.Tensor, x: tf.Tensor, state: State,
+                  params: Params) -> Tuple[tf.Tensor, State]: ...
 
 
 def _flat(t: tf.Tensor) -> tf.Tensor:

@@ -9,19 +9,6 @@ import tensorflow as tf
 RANGE_TOLERANCE = 1e-4
 
 
-def check_params(*, eps: float, step_size: float, steps: int, clip_min: float,
-                 clip_max: float) -> None:
-    """Refuses non-positive or non-finite eps / step size, steps < 1 and an empty pixel box."""
-    for name, value in (("eps", eps), ("step_size", step_size)):
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
-    if not (np.isfinite(clip_min) and np.isfinite(clip_max)) or clip_min >= clip_max:
-        raise ValueError(f"the pixel box needs finite clip_min < clip_max, got [{clip_min}, "
-                         f"{clip_max}]")
-
-
 def check_batch(x: np.ndarray, y: np.ndarray, clip_min: float, clip_max: float,
                 name: str = "x") -> None:
     """Refuses NaN/inf, pixels outside the box, and labels that do not match the batch."""
@@ -46,9 +33,10 @@ def check_batch(x: np.ndarray, y: np.ndarray, clip_min: float, clip_max: float,
 
 
 def check_model_output(model_fn: Callable[[tf.Tensor], tf.Tensor], x: np.ndarray,
-                       y: np.ndarray) -> int:
+                       y: np.ndarray, refuse_probabilities: bool = False) -> int:
     """Runs the model on a few examples; refuses outputs that are not ``[n, C]`` finite logits or
-    labels ``>= C``; warns when rows look like probabilities. Returns ``C``."""
+    labels ``>= C``; when rows look like probabilities (non-negative, summing to 1) warns, or with
+    ``refuse_probabilities`` raises ValueError. Returns ``C``."""
     probe = np.asarray(model_fn(tf.constant(x)))
     if probe.ndim != 2 or probe.shape[0] != x.shape[0]:
         raise ValueError(f"the model must return logits of shape [N, num_classes]; for a batch of "
@@ -60,10 +48,12 @@ def check_model_output(model_fn: Callable[[tf.Tensor], tf.Tensor], x: np.ndarray
         raise ValueError(f"label {int(y.max())} is out of range for a model with {num_classes} "
                          "outputs")
     if probe.min() >= 0 and np.allclose(probe.sum(axis=1), 1.0, atol=1e-4):
-        warnings.warn("the model's outputs are non-negative and sum to 1 per row: it looks like it "
-                      "returns probabilities (softmax). The attacks expect logits; remove the "
-                      "final softmax, or the loss gradients will be wrong or vanish.",
-                      stacklevel=3)
+        message = ("the model's outputs are non-negative and sum to 1 per row: it looks like it "
+                   "returns probabilities (softmax). The attacks expect logits; remove the final "
+                   "softmax, or the loss gradients will be wrong or vanish.")
+        if refuse_probabilities:
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=3)
     return num_classes
 
 

@@ -1,4 +1,4 @@
-"""The attack functions against the NumPy reference of ALGORITHMS.md, and their invariants."""
+"""The attack functions against the NumPy reference of docs/algorithms.md, and their invariants."""
 import numpy as np
 import pytest
 import tensorflow as tf

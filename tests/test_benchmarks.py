@@ -28,7 +28,7 @@ def test_benchmark_runs_and_reports_every_section(tmp_path, capsys):
     assert set(saved) == {"meta", *bench.SECTIONS}
     assert saved["meta"]["tensorflow"] and saved["meta"]["command"].startswith("python -m")
     for section in bench.SECTIONS:
-        keys = [key for key, _, _ in bench.COLUMNS[section]]
+        keys = [key for key, _, _ in bench.SECTIONS[section].columns]
         assert saved[section], section
         for row in saved[section]:
             optional = {"vs_groups", "tiled_vs_held", "peak_over_before_mb", "tracing_count",
@@ -37,7 +37,7 @@ def test_benchmark_runs_and_reports_every_section(tmp_path, capsys):
             assert set(keys) - optional <= set(row)
         title = f"## {section}:"
         assert title in printed
-        for _, header, _ in bench.COLUMNS[section]:
+        for _, header, _ in bench.SECTIONS[section].columns:
             assert header in printed
     assert [r["attack"] for r in saved["steps"]] == list(bench.STEP_ATTACKS) * 3
     assert [r["mode"] for r in saved["steps"]] == (["trajectory"] * 5 + ["same point"] * 5

@@ -12,7 +12,7 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from challenges import fetch_model, runner, submission
+from challenges import fetch_model, registry, resolve, runner, submission
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -88,7 +88,7 @@ def test_mnist_daa_blob_writes_a_valid_file_the_evaluator_agrees_with(mnist_run,
     x_adv = np.load(output)
     assert x_adv.dtype == np.float32 and x_adv.shape == (200, 784)
     x_nat, _ = load_mnist(data_dir=shared / "data/mnist", num_examples=200)
-    size = submission.check(x_adv, x_nat, runner.CHALLENGES["mnist"].format)
+    size = submission.check(x_adv, x_nat, registry.CHALLENGES["mnist"].format)
     assert 0 < size.linf <= 0.3 + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert not Path(runner.state_path(str(output))).exists()  # removed once the file is written
@@ -220,27 +220,34 @@ def test_fashion_mnist_requires_model_dir(tmp_path):
 # ------------------------------------------------------------------------------- in process
 
 
-def test_the_flag_choices_mirror_the_library():
-    from daa_tf import attacks, losses
+def test_the_flags_offer_the_catalogue_and_registry():
+    """The CLIs' choices are read from the one catalogue and registry (no copies to keep in step)."""
+    from daa_tf import catalogue
 
-    assert runner.ATTACKS == attacks.ATTACKS
-    assert set(runner.DAA_ATTACKS) == set(attacks.DEFAULT_C)
-    for loss in runner.LOSSES:
-        losses.get_loss(loss)
-    assert runner.MODELS == fetch_model.MODELS
-    assert set(fetch_model.CHALLENGES) == {n for n, c in runner.CHALLENGES.items()
-                                           if c.downloadable}
+    def choices(module, flag):
+        done = subprocess.run([sys.executable, "-m", module, "--helpfull"], cwd=REPO_ROOT, env=ENV,
+                              capture_output=True, text=True, timeout=120)
+        listed = re.search(rf"--{flag}: <([^>]*)>", done.stdout).group(1)
+        return re.sub(r"\s+", "", listed).split("|")  # absl wraps long lists
+
+    assert choices("challenges.mnist", "attack") == list(catalogue.ATTACKS)
+    assert choices("challenges.mnist", "loss") == list(catalogue.LOSSES)
+    assert choices("challenges.cifar10", "distribute") == list(catalogue.STRATEGIES)
+    assert choices("challenges.eval", "challenge") == list(registry.CHALLENGES)
+    assert choices("challenges.report", "examples_daa") == list(catalogue.DAA_ATTACKS)
+    assert {n for n, c in registry.CHALLENGES.items() if c.downloadable} == set(
+        fetch_model.CHALLENGES) & set(registry.CHALLENGES)
 
 
 def test_the_defaults_are_the_papers():
     table = {name: (c.format.eps, c.defaults.step_size, c.defaults.steps, c.defaults.restarts,
                     c.defaults.particles, c.defaults.steps_per_round)
-             for name, c in runner.CHALLENGES.items()}
+             for name, c in registry.CHALLENGES.items()}
     assert table == {"mnist": (0.3, 0.01, 200, 50, 200, 10),
                      "fashion_mnist": (0.2, 0.01, 100, 10, 200, 10),
                      "cifar10": (8.0, 2.0, 20, 1, 200, 10)}
-    assert runner.CHALLENGES["mnist"].format.shape() == (10000, 784)
-    assert runner.CHALLENGES["cifar10"].format.shape() == (10000, 32, 32, 3)
+    assert registry.CHALLENGES["mnist"].format.shape() == (10000, 784)
+    assert registry.CHALLENGES["cifar10"].format.shape() == (10000, 32, 32, 3)
 
 
 def failing_loader(*args, **kwargs):
@@ -256,10 +263,10 @@ def test_offline_without_model_and_data_names_both_flags(monkeypatch, tmp_path):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     import dataclasses
 
-    offline = dataclasses.replace(runner.CHALLENGES["mnist"],
+    offline = dataclasses.replace(registry.CHALLENGES["mnist"],
                                   data_loader=f"{__name__}:failing_loader")
-    with pytest.raises(runner.SetupError) as err:
-        runner.load_inputs(offline, None, "secret", None, None)
+    with pytest.raises(resolve.SetupError) as err:
+        resolve.load_inputs(offline, None, "secret", None, None)
     message = str(err.value)
     assert "--model_dir=" in message and "--data_dir=" in message
     assert "no network" in message

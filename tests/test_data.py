@@ -142,6 +142,28 @@ def test_cifar_bad_pickle(tmp_path):
         data.load_cifar10(data_dir=tmp_path)
 
 
+def test_cifar_binary_batch_in_order(tmp_path):
+    # The format of cifar-10-binary.tar.gz (the default download): 1 label byte, 3072 bytes C,H,W.
+    images, labels = small_cifar(5, seed=3)
+    rows = images.transpose(0, 3, 1, 2).reshape(5, 3072)
+    path = tmp_path / "test_batch.bin"
+    path.write_bytes(np.concatenate([labels.astype(np.uint8)[:, None], rows], axis=1).tobytes())
+    x, y = data.read_cifar10_bin(path)
+    assert x.dtype == np.uint8 and x.shape == (5, 32, 32, 3)
+    np.testing.assert_array_equal(x, images)
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_cifar_binary_batch_errors(tmp_path):
+    path = tmp_path / "test_batch.bin"
+    path.write_bytes(bytes(3073 * 2 - 1))
+    with pytest.raises(ValueError, match=r"test_batch.bin: 6145 bytes is not a whole number"):
+        data.read_cifar10_bin(path)
+    path.write_bytes(bytes([10]) + bytes(3072))
+    with pytest.raises(ValueError, match=r"test_batch.bin: label 10 > 9"):
+        data.read_cifar10_bin(path)
+
+
 # -------------------------------------------------------------------------------------- npz
 
 
@@ -188,7 +210,7 @@ def test_tfds_used_without_data_dir(monkeypatch):
         calls.append((name, split))
         return images[..., None], labels  # tfds layout: [N, 28, 28, 1] uint8
 
-    monkeypatch.setattr(data, "_tfds_load", fake)
+    monkeypatch.setattr(data.downloads, "download_original", fake)
     x, y = data.load_fashion_mnist("train")
     assert calls == [("fashion_mnist", "train")]
     np.testing.assert_array_equal(x, images.reshape(4, 784) / np.float32(255))
@@ -202,7 +224,7 @@ def test_offline_without_files_explains(monkeypatch, loader, files):
     def offline(name, split):
         raise ConnectionError("no network")
 
-    monkeypatch.setattr(data, "_tfds_load", offline)
+    monkeypatch.setattr(data.downloads, "download_original", offline)
     with pytest.raises(data.DataNotFoundError) as err:
         loader("test")
     message = str(err.value)
@@ -250,3 +272,14 @@ def test_shared_cifar10(shared):
     np.testing.assert_array_equal(np.bincount(y), [103, 89, 100, 103, 90, 86, 112, 102, 106, 109])
     with pytest.raises(ValueError, match="num_examples=1001 but .* holds only 1000"):
         data.load_cifar10("test", data_dir=shared / "data" / "cifar10", num_examples=1001)
+
+
+def test_load_tfds_reads_any_data_set_in_chunks():
+    """The generic runner's tfds path (tfds's prepared sets, read batch by batch) under tfds's
+    mock data: image and label arrays of the mock's size, labels int64."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=7):
+        x, y = data.load_tfds("cifar10", "test")
+    assert x.shape == (7, 32, 32, 3) and x.dtype == np.uint8
+    assert y.shape == (7,) and y.dtype == np.int64 and y.min() >= 0 and y.max() <= 9

@@ -1,5 +1,5 @@
 """The dataset-level driver: rounds, restarts, merge, resume, against answers built independently
-from the public attack functions and from the rules of ALGORITHMS.md."""
+from the public attack functions and from the rules of docs/algorithms.md."""
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from challenges import submission
-from challenges.runner import CHALLENGES
+from challenges.registry import CHALLENGES
 from tests.test_challenges import evaluated_accuracy, mnist_fixtures, run_module
 
 MNIST = CHALLENGES["mnist"].format

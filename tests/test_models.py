@@ -253,8 +253,8 @@ def test_wong_kolter_errors(tmp_path):
 
 
 def test_registry():
-    assert sorted(LOADERS) == ["daa_fashion_mnist", "madry_cifar10", "madry_mnist",
-                               "wong_kolter_mnist"]
+    assert sorted(LOADERS) == ["daa_fashion_mnist", "ens_adv_inception_resnet_v2",
+                               "madry_cifar10", "madry_mnist", "wong_kolter_mnist"]
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         load_model("resnet", "anywhere")
 

@@ -18,7 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from challenges import plots, report
+from challenges import report
+from challenges.report import plots
+from daa_tf import catalogue
+
+ATTACK_LABELS = {name: spec.label for name, spec in catalogue.ATTACKS.items()}
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = [f"{a}/{l}" for l in ("xent", "cw") for a in
@@ -143,8 +147,8 @@ def test_table_numbers_equal_results_json(quick):
     for key in KEYS:
         attack, loss = key.split("/")
         entry = results["attacks"][key]
-        row = rows[report.ATTACK_LABELS[attack]]
-        column = report.LOSS_LABELS[loss]
+        row = rows[ATTACK_LABELS[attack]]
+        column = catalogue.LOSS_LABELS[loss]
         assert float(row[column].rstrip("%")) == pytest.approx(100 * entry["accuracy"], abs=5e-3)
         assert row[column] == f"{100 * entry['accuracy']:.2f}%"
         assert float(row[f"seconds, {column}"]) == pytest.approx(entry["seconds"], abs=0.05)
@@ -157,14 +161,14 @@ def test_table_numbers_equal_results_json(quick):
     assert len(mc) == 4
     for key, t in results["mcnemar"].items():
         attack, loss = key.split("/")
-        cells = mc[(report.ATTACK_LABELS[attack], report.LOSS_LABELS[loss])]
+        cells = mc[(ATTACK_LABELS[attack], catalogue.LOSS_LABELS[loss])]
         assert [int(v) for v in cells[:4]] == [t["both_correct"], t["b"], t["c"],
                                                t["both_fooled"]]
         assert float(cells[4]) == pytest.approx(t["p_value"], rel=5e-3)
     assert f"Clean accuracy: {100 * results['clean_accuracy']:.2f}%" in text
     for key, accs in results["eps_grid"]["accuracy"].items():
         attack, _ = key.split("/")
-        assert f"| {report.ATTACK_LABELS[attack]} | xent | " + " | ".join(
+        assert f"| {ATTACK_LABELS[attack]} | xent | " + " | ".join(
             f"{100 * a:.2f}%" for a in accs) + " |" in text
 
 
@@ -278,7 +282,7 @@ def test_synthetic_report_table_json_and_resume(tmp_path):
     rows = _main_table((tmp_path / "r" / "table.md").read_text())
     for key in KEYS:
         attack, loss = key.split("/")
-        cell = rows[report.ATTACK_LABELS[attack]][report.LOSS_LABELS[loss]]
+        cell = rows[ATTACK_LABELS[attack]][catalogue.LOSS_LABELS[loss]]
         assert cell == f"{100 * results['attacks'][key]['accuracy']:.2f}%"
         with np.load(os.path.join(out, results["attacks"][key]["file"])) as saved:
             pred = np.argmax(np.asarray(model(saved["x_adv"])), axis=1)
@@ -343,15 +347,14 @@ def test_config_validation_and_parameters():
         report.ReportConfig(eps=0.3, step_size=0.01, steps=1, losses=("hinge",))
     cfg = report.ReportConfig(eps=0.3, step_size=0.01, steps=7, particles=20,
                               fgsm_step_size=0.15, c={"daa_dgf": {"cw": -0.5}})
-    name, params = cfg.attack_params("rand_fgsm", "xent", eps=0.2)
-    assert name == "fgsm" and params["random_start"] and params["step_size"] == pytest.approx(0.1)
-    assert "steps" not in params
-    name, params = cfg.attack_params("daa_dgf", "cw")
-    assert (name, params["c"], params["particles"], params["steps"]) == ("daa_dgf", -0.5, 20, 7)
-    assert cfg.attack_params("daa_blob", "xent")[1]["c"] is None      # the library default
-    assert cfg.c_value("daa_blob", "xent") == 1.1
-    assert report.ReportConfig(eps=8, step_size=2, steps=1).attack_params(
-        "rand_fgsm", "cw")[1]["step_size"] == 8                        # a = eps by default
+    rand = cfg.attack_settings("rand_fgsm", "xent", eps=0.2)
+    assert rand.spec.one_step and rand.random_start and rand.step_size == pytest.approx(0.1)
+    assert rand.steps == 1
+    dgf = cfg.attack_settings("daa_dgf", "cw")
+    assert (dgf.attack, dgf.c, dgf.particles, dgf.steps) == ("daa_dgf", -0.5, 20, 7)
+    assert cfg.attack_settings("daa_blob", "xent").c == 1.1            # the catalogue default
+    assert report.ReportConfig(eps=8, step_size=2, steps=1).attack_settings(
+        "rand_fgsm", "cw").step_size == 8                               # a = eps by default
 
 
 def test_figures_have_the_stated_size(tmp_path):

@@ -1,0 +1,208 @@
+"""The command-line flags, each defined once, in groups the CLIs pick from, and their reading.
+
+| group | flags | used by |
+| --- | --- | --- |
+| :func:`define_challenge_flag` | ``--challenge`` | eval, report |
+| :func:`define_model_data_flags` | ``--model_dir --model --data_dir --num_examples`` | all |
+| :func:`define_attack_choice_flags` | ``--attack --loss --c`` | runners |
+| :func:`define_attack_setting_flags` | ``--epsilon --step_size --steps --restarts --random_start
+  --particles --steps_per_round`` | runners, report |
+| :func:`define_run_flags` | ``--batch_size --seed --resume --jit_compile --distribute
+  --verbose`` | runners, report |
+| :func:`define_output_flag` | ``--output`` | runners |
+
+With a known challenge the attack settings default to its values (shown by ``--help``); without
+one (the report picks it by flag) they default to None and :func:`attack_setting` resolves them
+after parsing. The choices come from :mod:`daa_tf.catalogue` and :mod:`challenges.registry`:
+nothing here imports TensorFlow.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Iterable, Optional
+
+from absl import flags
+
+from daa_tf import catalogue
+
+from challenges import fetch_model, registry
+
+FlagValues = flags.FlagValues
+
+# The attack settings that take a challenge's default (flag name -> field of registry.Defaults).
+_DEFAULTED = {"step_size": "step_size", "steps": "steps", "restarts": "restarts",
+              "random_start": "random_start", "particles": "particles",
+              "steps_per_round": "steps_per_round"}
+
+
+def _per_challenge(field: str) -> str:
+    return ", ".join(f"{name} {getattr(c.defaults, field)}"
+                     for name, c in registry.CHALLENGES.items())
+
+
+def define_challenge_flag(default: Optional[str]) -> None:
+    """``--challenge`` (required when ``default`` is None)."""
+    flags.DEFINE_enum("challenge", default, list(registry.CHALLENGES), "Which challenge.")
+    if default is None:
+        flags.mark_flag_as_required("challenge")
+
+
+def define_model_data_flags(challenge: Optional[registry.Challenge]) -> None:
+    """``--model_dir``, ``--model``, ``--data_dir``, ``--num_examples``."""
+    fetch = ("required: MadryLab publish no Fashion-MNIST model"
+             if challenge is not None and not challenge.downloadable else
+             "default: --model is downloaded once into the cache ($DAA_TF_CACHE or "
+             "~/.cache/daa_tf) and reused")
+    flags.DEFINE_string("model_dir", None, f"Checkpoint folder of the attacked model ({fetch}).")
+    flags.DEFINE_enum("model", "secret", list(fetch_model.MODELS),
+                      "MadryLab model to download when --model_dir is not given (MNIST, CIFAR10).")
+    flags.DEFINE_string("data_dir", None, "Test data: IDX files (MNIST, Fashion-MNIST), CIFAR-10 "
+                        "python batches, or an .npz with x and y (default: tensorflow-datasets).")
+    flags.DEFINE_integer("num_examples", None, "Use only the first N test images (the file is "
+                         "then not a leaderboard submission).", lower_bound=1)
+
+
+def _c_help() -> str:
+    return "; ".join(f"{name} " + " / ".join(f"{c:g} {loss}" for loss, c in spec.default_c.items())
+                     for name, spec in catalogue.ATTACKS.items() if spec.interacting)
+
+
+def define_attack_choice_flags() -> None:
+    """``--attack``, ``--loss`` and DAA's ``--c``: the one attack a runner runs."""
+    flags.DEFINE_enum("attack", "daa_blob", list(catalogue.ATTACKS), "The attack.")
+    flags.DEFINE_enum("loss", "xent", list(catalogue.LOSSES), "The loss the attack ascends.")
+    flags.DEFINE_float("c", None, f"DAA constant (default per loss: {_c_help()}; DGF's per unit "
+                       "pixel range).")
+    flags.register_validator("c", lambda v: v is None or math.isfinite(v),
+                             message="--c must be a finite number")
+
+
+def define_attack_setting_flags(challenge: Optional[registry.Challenge]) -> None:
+    """The settings every attack shares, defaulting to ``challenge``'s (or, without one, to None
+    resolved per challenge after parsing)."""
+    d = challenge.defaults if challenge is not None else None
+
+    def default(field: str) -> Any:
+        return getattr(d, field) if d is not None else None
+
+    def shown(field: str) -> str:
+        return "" if d is not None else f" (default: the challenge's: {_per_challenge(field)})"
+
+    eps_text = (f"the challenge's bound: {challenge.format.eps:g}" if challenge is not None else
+                "default: the challenge's bound: " + ", ".join(
+                    f"{n} {c.format.eps:g}" for n, c in registry.CHALLENGES.items()))
+    flags.DEFINE_float("epsilon", challenge.format.eps if challenge is not None else None,
+                       f"L-inf radius in pixel units ({eps_text}).")
+    flags.DEFINE_float("step_size", default("step_size"), "Step size in pixel units (FGSM: "
+                       "epsilon unless given)" + shown("step_size") + ".")
+    flags.DEFINE_integer("steps", default("steps"), "Steps per restart (FGSM: 1)"
+                         + shown("steps") + ".", lower_bound=1)
+    flags.DEFINE_integer("restarts", default("restarts"), "Restarts; each image keeps its worst "
+                         "case over them" + shown("restarts") + ".", lower_bound=1)
+    flags.DEFINE_boolean("random_start", default("random_start"), "Start every restart at a "
+                         "uniform random point of the eps-ball" + shown("random_start") + ".")
+    flags.DEFINE_integer("particles", default("particles"), "DAA: particles (images) per group"
+                         + shown("particles") + ".", lower_bound=2)
+    flags.DEFINE_integer("steps_per_round", default("steps_per_round"), "DAA: steps per round "
+                         "(the set is re-permuted into groups every round)"
+                         + shown("steps_per_round") + ".", lower_bound=1)
+    for name in ("epsilon", "step_size"):
+        flags.register_validator(name, lambda v: v is None or (math.isfinite(v) and v > 0),
+                                 message=f"--{name} must be a positive number")
+
+
+def define_run_flags(resume_help: str) -> None:
+    """``--batch_size``, ``--seed``, ``--resume``, ``--jit_compile``, ``--distribute``,
+    ``--verbose``."""
+    flags.DEFINE_integer("batch_size", None, "Images per compiled call (throughput only; DAA: a "
+                         "multiple of --particles; default about 1000).", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Random seed (starts and DAA permutations).", lower_bound=0)
+    flags.DEFINE_boolean("resume", False, resume_help)
+    flags.DEFINE_enum("jit_compile", "auto", list(catalogue.JIT_CHOICES),
+                      "XLA: auto (GPU/TPU only), true, false.")
+    flags.DEFINE_enum("distribute", "none", list(catalogue.STRATEGIES),
+                      "tf.distribute: none (one device), mirrored (every local GPU), multi_worker "
+                      "(MultiWorkerMirroredStrategy from TF_CONFIG: start the same command on "
+                      "every worker). Same results; --batch_size is then per device.")
+    flags.DEFINE_integer("verbose", 1, "Progress bars: 1 on, 0 off.")
+
+
+def define_output_flag() -> None:
+    """``--output``: the leaderboard file a runner writes."""
+    flags.DEFINE_string("output", "attack.npy", "Where to write the adversarial images.")
+    flags.register_validator("output", bool, message="--output must name a file")
+
+
+def list_flags_in_help() -> None:
+    """Makes the flags defined here key flags of the main module, so that ``--help`` (not only
+    ``--helpfull``) lists them (absl names the main module by ``sys.argv[0]``)."""
+    for flag in flags.FLAGS.get_flags_for_module(__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+# ------------------------------------------------------------------------ reading the flags
+
+
+def attack_setting(f: FlagValues, name: str, challenge: registry.Challenge) -> Any:
+    """The value of flag ``name``, or ``challenge``'s default where it is None."""
+    value = f[name].value
+    if value is not None:
+        return value
+    if name == "epsilon":
+        return challenge.format.eps
+    return getattr(challenge.defaults, _DEFAULTED[name])
+
+
+def jit_compile(f: FlagValues) -> Optional[bool]:
+    """``--jit_compile`` as the library takes it (None: choose per device)."""
+    return catalogue.JIT_CHOICES[f.jit_compile]
+
+
+def check_batch_size(attacks: Iterable[str], batch_size: Optional[int],
+                     particles: Optional[int]) -> Optional[str]:
+    """Why ``--batch_size`` does not suit one of ``attacks``, or None."""
+    for attack in attacks:
+        problem = catalogue.batch_size_error(attack, batch_size, particles)
+        if problem:
+            return problem.replace("batch_size", "--batch_size").replace("particles (",
+                                                                          "--particles (")
+    return None
+
+
+def register_batch_size_validator(attacks_flag: str) -> None:
+    """Refuses at parse time a ``--batch_size`` that does not suit the attack(s) named by
+    ``attacks_flag`` (``attack`` or the report's list ``attacks``) and ``--particles``."""
+    def valid(values: dict) -> bool:
+        attacks = values[attacks_flag]
+        attacks = [attacks] if isinstance(attacks, str) else attacks
+        known = [a for a in attacks if a in catalogue.ATTACKS]  # unknown: reported elsewhere
+        return check_batch_size(known, values["batch_size"], values["particles"]) is None
+
+    flags.register_multi_flags_validator(
+        [attacks_flag, "batch_size", "particles"], valid,
+        message="--batch_size must be a multiple of --particles for the DAA attacks")
+
+
+def attack_settings(f: FlagValues, challenge: registry.Challenge, attack: str, loss: str,
+                    c: Optional[float] = None, eps: Optional[float] = None,
+                    step_size: Optional[float] = None) -> catalogue.AttackSettings:
+    """The validated settings of ``attack`` with ``loss`` that the flags ask for (``eps`` and
+    ``step_size`` override the flags'). A one-step attack takes ``--step_size`` only when it is
+    given explicitly (else ``epsilon``), and refuses ``--steps`` other than 1."""
+    spec = catalogue.get_spec(attack)
+    steps = attack_setting(f, "steps", challenge)
+    if step_size is None:
+        step_size = attack_setting(f, "step_size", challenge)
+        if spec.one_step and not f["step_size"].present:
+            step_size = None
+    if spec.one_step:
+        if f["steps"].present and f.steps != 1:
+            raise ValueError(f"--attack={attack} takes exactly one step: drop --steps")
+        steps = None
+    return catalogue.attack_settings(
+        attack, eps=attack_setting(f, "epsilon", challenge) if eps is None else eps,
+        step_size=step_size, steps=steps, loss=loss,
+        random_start=attack_setting(f, "random_start", challenge),
+        clip_min=challenge.format.clip_min, clip_max=challenge.format.clip_max, c=c,
+        particles=attack_setting(f, "particles", challenge), jit_compile=jit_compile(f))

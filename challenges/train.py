@@ -1,0 +1,349 @@
+r"""Adversarial training of a challenge's model, as MadryLab's ``train.py``, in ``model.fit``.
+
+    python -m challenges.train --challenge=mnist --model_dir=models/mine [--attack=pgd] \
+        [--data_dir=MNIST_data] [--train_steps=...] [--batch_size=...] [--resume]
+
+Defaults are the training ``config.json`` of each release (:data:`RECIPES`): MNIST 100000 steps
+of batch 50, Adam 1e-4, PGD 40 x 0.01 at eps 0.3 with random start, MadryLab's initialisation;
+CIFAR10 80000 steps of batch 128, TF1 momentum 0.9, learning rate 0.1 / 0.01 / 0.001 from step
+40000 / 60000, weight decay 0.0002 on the ``DW`` kernels, batch-norm decay 0.9, PGD 10 x 2 at eps 8
+with random start, ``cifar10_input.py``'s augmentation; Fashion-MNIST the DAA authors' net and
+config (eps 0.2, 30 x 0.01, batch norm on its fixed statistics). Any catalogue attack can be the
+inner one (``--attack=daa_blob``: the batch is the particle set, groups of ``--particles``
+consecutive examples per device).
+
+Checkpoints go to ``--model_dir`` every ``--checkpoint_steps`` steps and at the end, in the
+released layout (``load_madry_mnist``, the runners and MadryLab's code read them), the newest 3
+kept, with the optimizer state. Ctrl-C / SIGTERM saves a checkpoint and exits with status 130;
+``--resume`` continues from the newest one exactly as if never interrupted. Progress: every
+``--output_steps`` steps, the adversarial and natural accuracy and the adversarial loss of those
+steps' training batches.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from absl import flags, logging
+
+from daa_tf import catalogue
+
+from challenges import cli, options, registry, resolve
+
+MODULE = "challenges.train"
+CONFIG_FILE = "train_config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One release's training ``config.json`` (pixel units)."""
+
+    layout: str  # checkpoint layout (daa_tf.models.checkpoint_writer.LAYOUTS)
+    train_steps: int
+    batch_size: int
+    epsilon: float
+    steps: int
+    step_size: float
+    output_steps: int = 100
+    checkpoint_steps: int = 300
+
+
+RECIPES: Dict[str, Recipe] = {
+    "mnist": Recipe("madry_mnist", 100000, 50, 0.3, 40, 0.01),
+    "cifar10": Recipe("madry_cifar10", 80000, 128, 8.0, 10, 2.0, checkpoint_steps=10000),
+    "fashion_mnist": Recipe("daa_fashion_mnist", 100000, 50, 0.2, 30, 0.01),
+}
+CIFAR10_SCHEDULE = ((40000, 60000), (0.1, 0.01, 0.001))
+CIFAR10_WEIGHT_DECAY = 0.0002  # on sum(w^2) / 2 of every DW kernel (tf.nn.l2_loss)
+
+
+def _recipe_help(field: str) -> str:
+    return ", ".join(f"{name} {getattr(r, field):g}" for name, r in RECIPES.items())
+
+
+def define_flags() -> None:
+    """The trainer's flags (the attack's as the runners', defaults from :data:`RECIPES`)."""
+    options.define_challenge_flag(None)
+    options.define_attack_choice_flags()
+    flags.FLAGS.set_default("attack", "pgd")
+    flags.DEFINE_float("epsilon", None, f"L-inf radius (default: {_recipe_help('epsilon')}).")
+    flags.DEFINE_float("step_size", None, f"Step size (default: {_recipe_help('step_size')}).")
+    flags.DEFINE_integer("steps", None, f"Attack steps (default: {_recipe_help('steps')}).",
+                         lower_bound=1)
+    flags.DEFINE_boolean("random_start", True, "Start the attack at a random point of the ball.")
+    flags.DEFINE_integer("particles", None, "DAA: particles per group, consecutive examples of "
+                         "each device's batch (default: the batch: one group).", lower_bound=2)
+    flags.DEFINE_float("fraction", 1.0, "Share of each batch replaced by adversarial examples.")
+    flags.DEFINE_enum("attack_batch_norm", "inference", ["inference", "training"],
+                      "Batch norm inside the attack (CIFAR10): moving statistics, or batch "
+                      "statistics updating them at every attack step as MadryLab's train.py.")
+    flags.DEFINE_string("model_dir", None, "Output folder of the checkpoints.")
+    flags.mark_flag_as_required("model_dir")
+    flags.DEFINE_string("data_dir", None, "Training data: IDX files (MNIST, Fashion-MNIST), "
+                        "CIFAR-10 python batches, or an .npz (default: tensorflow-datasets).")
+    flags.DEFINE_integer("num_examples", None, "Use only the first N training images.",
+                         lower_bound=1)
+    flags.DEFINE_integer("train_steps", None, "Training steps in all (default: "
+                         f"{_recipe_help('train_steps')}).", lower_bound=1)
+    flags.DEFINE_integer("batch_size", None, "Training batch (all devices; default: "
+                         f"{_recipe_help('batch_size')}).", lower_bound=1)
+    flags.DEFINE_integer("output_steps", 100, "Log progress every N steps.", lower_bound=1)
+    flags.DEFINE_integer("checkpoint_steps", None, "Checkpoint every N steps (default: "
+                         f"{_recipe_help('checkpoint_steps')}).", lower_bound=1)
+    flags.DEFINE_string("resnet_filters", "16,160,320,640", "CIFAR10 widths (MadryLab's wide "
+                        "net; '16,16,32,64' is their narrow one).")
+    flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and attack starts.",
+                         lower_bound=0)
+    flags.DEFINE_boolean("resume", False, "Continue from the newest checkpoint in --model_dir.")
+    flags.DEFINE_enum("jit_compile", "auto", list(catalogue.JIT_CHOICES),
+                      "XLA for the attack: auto (GPU/TPU only), true, false.")
+    flags.DEFINE_enum("distribute", "none", list(catalogue.STRATEGIES),
+                      "tf.distribute strategy (see the runners); --batch_size is global.")
+    flags.register_validator("fraction", lambda v: 0.0 < v <= 1.0,
+                             message="--fraction must be in (0, 1]")
+    options.list_flags_in_help()
+
+
+def settings_from_flags(f: flags.FlagValues) -> Dict[str, Any]:
+    """The run's settings: the recipe's, overridden by the flags given (JSON-serialisable)."""
+    challenge, recipe = registry.get_challenge(f.challenge), RECIPES[f.challenge]
+
+    def pick(name: str) -> Any:
+        return getattr(recipe, name) if f[name].value is None else f[name].value
+
+    spec = catalogue.get_spec(f.attack)
+    steps, step_size = pick("steps"), pick("step_size")
+    if spec.one_step:  # FGSM: one step of epsilon unless --step_size says otherwise
+        if f.steps not in (None, 1):
+            raise ValueError(f"--attack={f.attack} takes exactly one step: drop --steps")
+        steps, step_size = 1, f.step_size
+    elif getattr(spec, "schedule", "fixed") != "fixed":  # APGD: its own initial step (2 eps)
+        step_size = f.step_size
+    attack = dict(eps=pick("epsilon"), step_size=step_size, steps=steps, loss=f.loss,
+                  random_start=f.random_start, clip_min=challenge.format.clip_min,
+                  clip_max=challenge.format.clip_max,
+                  jit_compile=catalogue.JIT_CHOICES[f.jit_compile])
+    if spec.interacting:
+        attack.update(particles=f.particles or max(pick("batch_size"), 2), c=f.c)
+    catalogue.attack_settings(f.attack, **attack)  # ValueError on a bad combination
+    return {"challenge": f.challenge, "attack": f.attack, "attack_settings": attack,
+            "fraction": f.fraction, "attack_batch_norm": f.attack_batch_norm,
+            "train_steps": pick("train_steps"), "batch_size": pick("batch_size"),
+            "checkpoint_steps": pick("checkpoint_steps"), "seed": f.seed,
+            "resnet_filters": f.resnet_filters if f.challenge == "cifar10" else None}
+
+
+# ------------------------------------------------------------------------- model and optimizer
+
+
+def madry_initialise(model: Any, challenge: str, seed: int) -> None:
+    """The releases' initialisers: MNIST / Fashion-MNIST weights truncated normal (sd 0.1),
+    biases 0.1; CIFAR10 conv ``DW`` normal (sd ``sqrt(2 / (k*k*out))``), ``logit/DW`` uniform
+    unit scaling (``+-sqrt(3 / fan_in)``), biases 0; batch norm 1, 0 and statistics 0, 1."""
+    import keras
+    import numpy as np
+
+    for i, layer in enumerate(model.layers):
+        init = None
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and challenge != "cifar10":
+            init = keras.initializers.TruncatedNormal(stddev=0.1, seed=seed + i)
+            layer.bias.assign(np.full(layer.bias.shape, 0.1, np.float32))
+        elif isinstance(layer, keras.layers.Conv2D):
+            k, _, _, out = layer.kernel.shape
+            init = keras.initializers.RandomNormal(stddev=float(np.sqrt(2.0 / (k * k * out))),
+                                                   seed=seed + i)
+        elif isinstance(layer, keras.layers.Dense):
+            limit = float(np.sqrt(3.0 / layer.kernel.shape[0]))
+            init = keras.initializers.RandomUniform(-limit, limit, seed=seed + i)
+            layer.bias.assign(np.zeros(layer.bias.shape, np.float32))
+        if init is not None:
+            layer.kernel.assign(init(layer.kernel.shape))
+
+
+def build_classifier(settings: Dict[str, Any]) -> Any:
+    """The challenge's untrained Keras net, with MadryLab's initialisation (and, for CIFAR10,
+    batch-norm decay 0.9 and the weight decay as L2 regularizers on the kernels)."""
+    import keras
+
+    from daa_tf.models import daa_fashion_mnist, madry_cifar10, madry_mnist
+    name = settings["challenge"]
+    if name == "mnist":
+        model = madry_mnist.build_madry_mnist()
+    elif name == "fashion_mnist":
+        model = daa_fashion_mnist.build_daa_fashion_mnist()
+    else:
+        widths = tuple(int(w) for w in settings["resnet_filters"].split(","))
+        if len(widths) != 4:
+            raise ValueError(f"--resnet_filters needs 4 widths, got {settings['resnet_filters']}")
+        model = madry_cifar10.build_madry_cifar10(madry_cifar10.ResNetConfig(filters=widths))
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+            elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+                layer.kernel.regularizer = keras.regularizers.L2(CIFAR10_WEIGHT_DECAY / 2)
+    madry_initialise(model, name, settings["seed"])
+    return model
+
+
+def make_optimizer(challenge: str) -> Any:
+    """Adam 1e-4 (epsilon 1e-8, TF1's) for MNIST and Fashion-MNIST; for CIFAR10, TF1 momentum 0.9
+    on MadryLab's piecewise-constant learning rate."""
+    import keras
+
+    from daa_tf.training import TF1Momentum
+    if challenge == "cifar10":
+        boundaries, values = CIFAR10_SCHEDULE
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(list(boundaries),
+                                                                     list(values))
+        return TF1Momentum(schedule, momentum=0.9)
+    return keras.optimizers.Adam(1e-4, epsilon=1e-8)
+
+
+# ----------------------------------------------------------------------------------- the run
+
+
+def _write_config(model_dir: str, settings: Dict[str, Any]) -> None:
+    from daa_tf.models.checkpoint_writer import write_text_atomic
+    write_text_atomic(os.path.join(model_dir, CONFIG_FILE), json.dumps(settings, indent=2) + "\n")
+
+
+def checkpoint_steps(model_dir: str) -> list:
+    """Steps of the ``checkpoint-<step>.index`` files in ``model_dir`` (ascending), without
+    importing TensorFlow (so that a refused rerun answers at once)."""
+    if not os.path.isdir(model_dir):
+        return []
+    found = (re.match(r"^checkpoint-(\d+)\.index$", name) for name in os.listdir(model_dir))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def _check_resume(f: flags.FlagValues, settings: Dict[str, Any], steps: list) -> None:
+    if steps and not f.resume:
+        raise resolve.SetupError(f"--model_dir={f.model_dir} holds checkpoints (newest: step "
+                                 f"{steps[-1]}): pass --resume to continue from it, or choose "
+                                 "another folder")
+    saved_path = os.path.join(f.model_dir, CONFIG_FILE)
+    if steps and os.path.exists(saved_path):
+        with open(saved_path) as saved_file:
+            saved = json.load(saved_file)
+        changed = sorted(k for k in settings if k != "train_steps" and saved.get(k) != settings[k])
+        if changed:
+            logging.warning("resuming with other settings than the run so far (%s): the result "
+                            "will differ from an uninterrupted run", ", ".join(changed))
+
+
+def _load_training_data(settings: Dict[str, Any], data_dir: Optional[str],
+                        num_examples: Optional[int]) -> Tuple[Any, Any]:
+    from daa_tf.data import DataNotFoundError
+
+    challenge = registry.get_challenge(settings["challenge"])
+    try:
+        return challenge.load_data("train", data_dir, num_examples)
+    except DataNotFoundError as err:
+        raise resolve.SetupError(f"no {challenge.title} training data: {err}") from None
+    except ValueError as err:
+        raise resolve.SetupError(f"cannot use the {challenge.title} training data: {err}"
+                                 ) from None
+
+
+def _progress(every: int, total: int, batch_size: int) -> Any:
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        """Logs the accuracies of the last ``every`` steps' batches, then resets the metrics."""
+
+        def on_train_begin(self, logs: Optional[dict] = None) -> None:
+            self.started = time.perf_counter()
+            self.since = int(self.model.optimizer.iterations.numpy())
+
+        def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+            step = int(self.model.optimizer.iterations.numpy())
+            if step % every and step != total:
+                return
+            seconds = time.perf_counter() - self.started
+            logs = logs or {}
+            logging.info("step %d/%d: adv accuracy %.2f%%, nat accuracy %.2f%%, adv loss %.4f "
+                         "(%.1f examples/s)", step, total, 100 * float(logs["adv_accuracy"]),
+                         100 * float(logs["nat_accuracy"]), float(logs["loss"]),
+                         (step - self.since) * batch_size / max(seconds, 1e-9))
+            self.started, self.since = time.perf_counter(), step
+            self.model.reset_metrics()
+
+    return Progress()
+
+
+def _trainer(settings: Dict[str, Any], strategy: Any) -> Tuple[Any, Any]:
+    """``(classifier, compiled AdversarialTrainer)``, built under ``strategy``'s scope."""
+    from daa_tf import training
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        classifier = build_classifier(settings)
+        trainer = training.AdversarialTrainer(
+            classifier, settings["attack"], fraction=settings["fraction"], seed=settings["seed"],
+            attack_training=settings["attack_batch_norm"] == "training",
+            update_training=settings["challenge"] != "fashion_mnist",
+            **settings["attack_settings"])
+        trainer.compile(make_optimizer(settings["challenge"]))
+    return classifier, trainer
+
+
+def train(f: flags.FlagValues) -> int:
+    """The trainer: setup, resume, ``fit`` with progress and checkpoints. Returns the status."""
+    try:
+        settings = settings_from_flags(f)
+        if f.data_dir is not None and not os.path.exists(f.data_dir):
+            raise resolve.SetupError(f"--data_dir={f.data_dir} does not exist")
+        layout, total = RECIPES[f.challenge].layout, settings["train_steps"]
+        found = checkpoint_steps(f.model_dir)
+        _check_resume(f, settings, found)
+        from daa_tf import training
+        from daa_tf.distribute import is_chief
+        from daa_tf.models import checkpoint_writer as writer
+        strategy = resolve.distribution_strategy()
+        x, y = _load_training_data(settings, f.data_dir, f.num_examples)
+        classifier, trainer = _trainer(settings, strategy)
+        start = (writer.restore_checkpoint(classifier, layout, f.model_dir, trainer.optimizer)
+                 if found else 0)
+        chief = is_chief(strategy)
+        if chief:
+            os.makedirs(f.model_dir, exist_ok=True)
+            _write_config(f.model_dir, settings)
+        logging.info("%s: %s, fraction %g, batch %d, steps %d..%d, seed %d; %d training images; "
+                     "checkpoints every %d steps in %s", registry.get_challenge(f.challenge).title,
+                     catalogue.describe(trainer.settings), settings["fraction"],
+                     settings["batch_size"], start, total, settings["seed"], len(x),
+                     settings["checkpoint_steps"], f.model_dir)
+        if start >= total:
+            logging.info("nothing to do: the newest checkpoint is at step %d", start)
+            return 0
+        batches = training.training_batches(
+            x, y, settings["batch_size"], seed=settings["seed"], start_step=start,
+            stop_step=total, augment=training.augment_cifar10 if f.challenge == "cifar10" else None)
+        saver = writer.CheckpointEvery(classifier, layout, f.model_dir,
+                                       settings["checkpoint_steps"],
+                                       on_save=lambda prefix, _: logging.info("saved %s", prefix))
+        saver.set_model(trainer)
+        callbacks = [_progress(f.output_steps, total, settings["batch_size"])]
+        try:
+            trainer.fit(batches, epochs=1, verbose=0, shuffle=False,
+                        callbacks=callbacks + ([saver] if chief else []))
+        except KeyboardInterrupt:
+            step = int(trainer.optimizer.iterations.numpy())
+            if chief and saver.last_saved != step:
+                saver.save()
+            logging.error("interrupted at step %d (checkpoint saved). Resume with:\n  %s", step,
+                          cli.command(MODULE, resume=True))
+            return cli.INTERRUPTED
+    except (resolve.SetupError, ValueError) as err:
+        logging.error("%s", err)
+        return 1
+    logging.info("done: %d steps; checkpoint %s", total,
+                 os.path.join(f.model_dir, f"checkpoint-{total}"))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.main(define_flags, train)

@@ -1,0 +1,314 @@
+"""The attack catalogue: every attack's name, label and defaults, the loss names, the run-time
+choices, and the plain-Python validation of an attack's settings.
+
+This is the one home of these settings. It imports no TensorFlow, so the command-line layer reads
+it before parsing flags; :mod:`daa_tf.attacks` builds the step rules from it and
+:mod:`daa_tf.losses` binds the loss names to their functions. Rules: ``docs/algorithms.md``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+
+# Loss names (docs/algorithms.md#losses) and their labels in tables.
+LOSS_LABELS: Dict[str, str] = {"xent": "xent", "cw": "CW", "dlr": "DLR", "margin": "margin"}
+LOSSES: Tuple[str, ...] = tuple(LOSS_LABELS)
+
+DEFAULT_PARTICLES = 200      # DAA: particles per group M
+DEFAULT_DECAY = 1.0          # momentum PGD's mu
+DEFAULT_STEPS_PER_ROUND = 10  # DAA: steps per round s (Algorithm 1)
+DEFAULT_BATCH = 1000         # examples per compiled call when the caller gives none
+DEFAULT_ODI_STEPS = 2        # ODI start: steps of output diversification (Tashiro et al. 2020)
+DEFAULT_TARGETS = 9          # MultiTargeted: target classes per example (Gowal et al. 2019)
+APGD_INITIAL_STEP = 2.0      # APGD: the initial step size, in units of eps
+
+# tf.distribute strategies of daa_tf.distribute.make_strategy, and the XLA choices of the CLIs.
+STRATEGIES: Tuple[str, ...] = ("none", "mirrored", "multi_worker")
+JIT_CHOICES: Dict[str, Optional[bool]] = {"auto": None, "true": True, "false": False}
+
+LossSpec = Union[str, Callable[..., Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """One attack of the catalogue.
+
+    ``direction``: the step rule's kind, ``sign`` (``V = G``), ``momentum`` or the DAA particle
+    rules ``blob`` / ``dgf``. ``one_step``: FGSM (exactly one step of ``eps`` by default).
+    ``default_c``: DAA's constant per loss; ``c_per_unit_range``: ``c`` is stated for a unit pixel
+    range and scaled by ``1 / (clip_max - clip_min)^2`` (DGF). ``random_start``: forced on or off
+    whatever the caller asks (Rand+FGSM), None to follow the caller.
+    ``schedule``: how ``x`` moves along the direction, ``fixed`` (PGD's ``x <- proj(x + a
+    sign(V))``) or ``apgd`` (APGD's step-size schedule, docs/algorithms.md#apgd; initial step
+    ``2 eps`` unless given). ``targets``: the default number of target classes (MultiTargeted,
+    docs/algorithms.md#multitargeted; 0: an ordinary attack). ``best``: whether the attack
+    returns its best iterate by default (docs/algorithms.md#best-iterates).
+    """
+
+    name: str
+    label: str
+    direction: str
+    one_step: bool = False
+    random_start: Optional[bool] = None
+    default_c: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    c_per_unit_range: bool = False
+    schedule: str = "fixed"
+    targets: int = 0
+    best: bool = False
+
+    @property
+    def interacting(self) -> bool:
+        """True for DAA, whose examples interact inside groups (and so need rounds)."""
+        return self.direction in ("blob", "dgf")
+
+    def c_for(self, loss: LossSpec) -> Optional[float]:
+        """The default ``c`` for ``loss`` (a callable loss takes xent's), None without one."""
+        if not self.interacting:
+            return None
+        return self.default_c.get(loss if isinstance(loss, str) else "xent")
+
+
+# DAA's c per loss (the authors' MNIST settings for xent and cw; margin is cw without its relu and
+# offset, so it takes cw's; dlr is a ratio of logit differences of order one, like xent's loss
+# scale: it takes xent's, unmeasured).
+_BLOB_C: Mapping[str, float] = {"xent": 1.1, "cw": 10.0, "dlr": 1.1, "margin": 10.0}
+_DGF_C: Mapping[str, float] = {"xent": -0.001, "cw": -0.01, "dlr": -0.001, "margin": -0.01}
+
+ATTACKS: Dict[str, AttackSpec] = {spec.name: spec for spec in (
+    AttackSpec("fgsm", "FGSM", "sign", one_step=True),
+    AttackSpec("rand_fgsm", "Rand+FGSM", "sign", one_step=True, random_start=True),
+    AttackSpec("pgd", "PGD", "sign"),
+    AttackSpec("momentum_pgd", "momentum PGD", "momentum"),
+    AttackSpec("daa_blob", "DAA-BLOB", "blob", default_c=_BLOB_C),
+    AttackSpec("daa_dgf", "DAA-DGF", "dgf", default_c=_DGF_C, c_per_unit_range=True),
+    AttackSpec("apgd", "APGD", "sign", schedule="apgd", best=True),
+    AttackSpec("apgd_daa_blob", "APGD-DAA-BLOB", "blob", default_c=_BLOB_C, schedule="apgd",
+               best=True),
+    AttackSpec("apgd_daa_dgf", "APGD-DAA-DGF", "dgf", default_c=_DGF_C, c_per_unit_range=True,
+               schedule="apgd", best=True),
+    AttackSpec("multitargeted", "MultiTargeted", "sign", schedule="apgd",
+               targets=DEFAULT_TARGETS, best=True),
+)}
+DAA_ATTACKS: Tuple[str, ...] = tuple(name for name, spec in ATTACKS.items() if spec.interacting)
+
+
+def get_spec(attack: str) -> AttackSpec:
+    """The catalogue entry of ``attack``; ValueError naming the choices otherwise."""
+    try:
+        return ATTACKS[attack]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown attack {attack!r}: use one of {', '.join(ATTACKS)}") from None
+
+
+def check_loss(loss: LossSpec) -> None:
+    """Accepts a loss name of :data:`LOSSES` or a callable."""
+    if not callable(loss) and loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: use one of {list(LOSSES)} or a callable "
+                         "(logits [N, C], labels [N]) -> per-example loss [N]")
+
+
+def _positive(name: str, value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def whole_number(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int, refusing non-integers and values below ``minimum``."""
+    try:
+        ok = int(value) == value and value >= minimum
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSettings:
+    """A validated attack configuration: everything but the model and the data.
+
+    ``eps``, ``step_size``, ``clip_min``, ``clip_max`` are in pixel units. ``c`` is DAA's constant
+    as the user states it (DGF's per unit pixel range; see :attr:`effective_c`), None for the other
+    attacks; ``particles`` the DAA group size (None otherwise); ``decay`` momentum PGD's (None
+    otherwise). ``jit_compile`` None means "choose per device" (resolved by :mod:`daa_tf.loop`).
+    ``odi_steps``: steps of the ODI start (0: none; docs/algorithms.md#odi), of ``odi_step_size``
+    (None: ``eps``). ``targets``: MultiTargeted's number of target classes per example (0: an
+    ordinary attack). ``best``: return each example's best iterate instead of the last.
+    Build it with :func:`attack_settings`.
+    """
+
+    attack: str
+    eps: float
+    step_size: float
+    steps: int
+    loss: LossSpec = "xent"
+    random_start: bool = True
+    clip_min: float = 0.0
+    clip_max: float = 1.0
+    targeted: bool = False
+    c: Optional[float] = None
+    particles: Optional[int] = None
+    decay: Optional[float] = None
+    jit_compile: Optional[bool] = None
+    odi_steps: int = 0
+    odi_step_size: Optional[float] = None
+    targets: int = 0
+    best: bool = False
+
+    @property
+    def spec(self) -> AttackSpec:
+        return ATTACKS[self.attack]
+
+    @property
+    def interacting(self) -> bool:
+        return self.spec.interacting
+
+    @property
+    def effective_c(self) -> Optional[float]:
+        """The ``c`` the step rule uses: DGF's scaled by ``1 / (clip_max - clip_min)^2``."""
+        if self.c is None:
+            return None
+        if self.spec.c_per_unit_range:
+            return self.c / (self.clip_max - self.clip_min) ** 2
+        return self.c
+
+    def replace(self, **changes: Any) -> "AttackSettings":
+        """A copy with ``changes``, validated again."""
+        fields = dataclasses.asdict(self)
+        fields.update(changes)
+        attack = fields.pop("attack")
+        spec = get_spec(attack)
+        if not spec.interacting:
+            fields.pop("c"), fields.pop("particles")
+        if spec.direction != "momentum":
+            fields.pop("decay")
+        return attack_settings(attack, **fields)
+
+
+def attack_settings(attack: str, *, eps: float, step_size: Optional[float] = None,
+                    steps: Optional[int] = None, loss: LossSpec = "xent",
+                    random_start: bool = True, clip_min: float = 0.0, clip_max: float = 1.0,
+                    targeted: bool = False, c: Optional[float] = None,
+                    particles: Optional[int] = None, decay: Optional[float] = None,
+                    jit_compile: Optional[bool] = None, init: Optional[str] = None,
+                    odi_steps: Optional[int] = None, odi_step_size: Optional[float] = None,
+                    targets: Optional[int] = None, best: Optional[bool] = None) -> AttackSettings:
+    """Validates and completes an attack's settings (see :class:`AttackSettings`).
+
+    FGSM and Rand+FGSM take exactly one step, of ``step_size`` (default ``eps``); Rand+FGSM always
+    starts at random. DAA's ``c`` defaults per loss,
+    its ``particles`` to :data:`DEFAULT_PARTICLES`; momentum's ``decay`` to :data:`DEFAULT_DECAY`.
+    Settings that do not apply to ``attack`` are ignored.
+    APGD-scheduled attacks start with ``step_size`` ``2 eps`` unless given. ``init="odi"`` (or
+    ``odi_steps > 0``) adds the ODI start, ``odi_steps`` default :data:`DEFAULT_ODI_STEPS`.
+    ``targets`` defaults to the attack's (:data:`DEFAULT_TARGETS` for MultiTargeted, else 0) and
+    excludes ``targeted``; ``best`` defaults to the attack's (True for the APGD-scheduled ones).
+    """
+    spec = get_spec(attack)
+    check_loss(loss)
+    if spec.random_start is not None:
+        random_start = spec.random_start
+    if spec.one_step:
+        if steps not in (None, 1):
+            raise ValueError(f"{attack} takes exactly one step, got steps={steps}")
+        steps = 1
+        step_size = eps if step_size is None else step_size
+    if spec.schedule == "apgd" and step_size is None:
+        step_size = APGD_INITIAL_STEP * _positive("eps", eps)
+    if step_size is None or steps is None:
+        raise ValueError(f"{attack} needs step_size and steps")
+    eps, step_size = _positive("eps", eps), _positive("step_size", step_size)
+    steps = whole_number("steps", steps, 1)
+    try:
+        box_ok = math.isfinite(clip_min) and math.isfinite(clip_max) and clip_min < clip_max
+    except TypeError:
+        box_ok = False
+    if not box_ok:
+        raise ValueError(f"the pixel box needs finite clip_min < clip_max, got [{clip_min}, "
+                         f"{clip_max}]")
+    extra: Dict[str, Any] = {}
+    if spec.interacting:
+        extra["particles"] = whole_number(
+            "particles (the DAA group size)",
+            DEFAULT_PARTICLES if particles is None else particles, 2)
+        c = spec.c_for(loss) if c is None else c
+        if c is None or not math.isfinite(c):
+            raise ValueError(f"c must be finite, got {c!r}")
+        extra["c"] = float(c)
+    if spec.direction == "momentum":
+        extra["decay"] = float(DEFAULT_DECAY if decay is None else decay)
+    if init not in (None, "odi"):
+        raise ValueError(f"init must be None or 'odi', got {init!r}")
+    if init == "odi" and odi_steps is None:
+        odi_steps = DEFAULT_ODI_STEPS
+    extra["odi_steps"] = whole_number("odi_steps", 0 if odi_steps is None else odi_steps,
+                                      1 if init == "odi" else 0)
+    if odi_step_size is not None:
+        extra["odi_step_size"] = _positive("odi_step_size", odi_step_size)
+    extra["targets"] = whole_number("targets", spec.targets if targets is None else targets, 0)
+    if extra["targets"] and targeted:
+        raise ValueError("targets (MultiTargeted) picks its own target classes: it excludes "
+                         "targeted=True")
+    if extra["targets"] and callable(loss):
+        raise ValueError("targets (MultiTargeted) needs a loss name (its form toward a target "
+                         "is used), not a callable")
+    extra["best"] = spec.best if best is None else bool(best)
+    return AttackSettings(attack=attack, eps=eps, step_size=step_size, steps=steps, loss=loss,
+                          random_start=bool(random_start), clip_min=float(clip_min),
+                          clip_max=float(clip_max), targeted=bool(targeted),
+                          jit_compile=None if jit_compile is None else bool(jit_compile), **extra)
+
+
+def batch_size_error(attack: str, batch_size: Optional[int], particles: Optional[int]
+                     ) -> Optional[str]:
+    """Why ``batch_size`` does not suit ``attack`` (DAA: a multiple of ``particles``), or None.
+    ``batch_size`` None (choose automatically) always suits."""
+    if batch_size is None:
+        return None
+    if batch_size < 1:
+        return f"batch_size must be positive, got {batch_size}"
+    if get_spec(attack).interacting and batch_size % (particles or DEFAULT_PARTICLES):
+        return (f"batch_size must be a positive multiple of particles "
+                f"({particles or DEFAULT_PARTICLES}) for {attack}, got {batch_size}")
+    return None
+
+
+def default_batch_size(settings: AttackSettings, n: int) -> int:
+    """About :data:`DEFAULT_BATCH` examples, a whole number of DAA groups, never more than
+    needed."""
+    if settings.interacting:
+        groups = max(1, DEFAULT_BATCH // settings.particles)
+        return min(groups, -(-n // settings.particles)) * settings.particles
+    return min(DEFAULT_BATCH, n)
+
+
+def describe(settings: AttackSettings, restarts: Optional[int] = None) -> str:
+    """A one-line summary of ``settings`` (and the number of restarts) for logs."""
+    loss = settings.loss if isinstance(settings.loss, str) else "custom"
+    parts = [f"{settings.attack}, loss {loss}", f"eps {settings.eps:g}",
+             f"step size {settings.step_size:g}", f"{settings.steps} steps"]
+    if restarts is not None:
+        parts.append(f"{restarts} restarts")
+    parts.append("random start" if settings.random_start else "no random start")
+    if settings.targeted:
+        parts.append("targeted")
+    if settings.interacting:
+        default = settings.c == settings.spec.c_for(settings.loss)
+        parts += [f"c {settings.c:g}" + (" (default)" if default else ""),
+                  f"{settings.particles} particles per group"]
+    if settings.decay is not None:
+        parts.append(f"decay {settings.decay:g}")
+    if settings.odi_steps:
+        odi_step = settings.eps if settings.odi_step_size is None else settings.odi_step_size
+        parts.append(f"ODI start ({settings.odi_steps} steps of {odi_step:g})")
+    if settings.targets:
+        parts.append(f"{settings.targets} target classes")
+    if settings.best:
+        parts.append("best iterate")
+    return ", ".join(parts)

@@ -1,0 +1,160 @@
+"""Best iterates (docs/algorithms.md#best-iterates), early stop across restarts
+(docs/algorithms.md#early-stop) and the gradient budget the driver reports."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import daa_tf
+from daa_tf import attacks, driver, iterates, loop, losses
+from tests import numpy_reference as ref
+import keras
+
+from tests.test_apgd import N, SHAPE
+
+EPS, STEP = 0.04, 0.03
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A net curved enough at this radius that PGD's last iterate is not always its best."""
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input(SHAPE)
+    h = keras.layers.Rescaling(25.0)(inputs)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(16, activation="tanh")(h)
+    h = keras.layers.Dense(16, activation="tanh")(h)
+    return keras.Model(inputs, keras.layers.Dense(6)(h))
+
+
+@pytest.fixture(scope="module")
+def data(model):
+    rng = np.random.default_rng(41)
+    x0 = rng.uniform(0.2, 0.8, (N,) + SHAPE).astype(np.float32)
+    return x0, model(x0).numpy().argmax(axis=1)
+
+
+def numpy_pgd_iterates(model, x0, y, start, steps, loss="xent", targeted=False):
+    """PGD's iterates x_0 .. x_steps with their objectives and successes (the loop's own gradient
+    function, so that no sign of a vanishing gradient differs)."""
+    fn = losses.get_loss(loss)
+    x, points, objectives, fooled = start.copy(), [], [], []
+    yt = tf.constant(y, tf.int32)
+    gradient = loop.gradient_function(model, fn, yt, targeted, False)
+    for i in range(steps + 1):
+        z = model(x)
+        value = fn(z, yt).numpy()
+        points.append(x.copy())
+        objectives.append(-value if targeted else value)
+        pred = z.numpy().argmax(axis=1)
+        fooled.append(pred == y if targeted else pred != y)
+        if i < steps:
+            g = gradient(tf.constant(x)).numpy()
+            x = ref.project(x + np.float32(STEP) * np.sign(g).astype(np.float32), x0, EPS, 0, 1)
+    return points, objectives, fooled
+
+
+@pytest.mark.parametrize("loss,targeted", [("xent", False), ("cw", False), ("xent", True)])
+def test_best_iterate_rule_matches_numpy(model, data, loss, targeted):
+    x0, y = data
+    labels = (y + 1) % 6 if targeted else y
+    start = attacks.start_points(attacks.make_config("pgd", eps=EPS, step_size=STEP, steps=1),
+                                 tf.constant(x0), attacks.seed_tensor(9)).numpy()
+    points, objectives, fooled = numpy_pgd_iterates(model, x0, labels, start, 8, loss, targeted)
+    expected = ref.best_iterate(points, objectives, fooled)
+    ours = attacks.pgd(model, x0, labels, eps=EPS, step_size=STEP, steps=8, seed=9, loss=loss,
+                       targeted=targeted, best=True).numpy()
+    np.testing.assert_array_equal(ours, expected)
+    ever = np.any(fooled, axis=0)
+    last = points[-1]
+    # the rule did something: some examples take a point other than the last one
+    assert np.any(np.any(ours != last, axis=(1, 2, 3)))
+    if not targeted:
+        assert 0 < ever.sum() < N
+    # default: the paper's attacks return their last iterate
+    np.testing.assert_array_equal(
+        attacks.pgd(model, x0, labels, eps=EPS, step_size=STEP, steps=8, seed=9, loss=loss,
+                    targeted=targeted).numpy(), last)
+
+
+def test_merging_two_calls_equals_one_call(model, data):
+    """The driver's rounds: the state of a run cut in two merges to the one-call state."""
+    x0, y = data
+    cfg = attacks.make_config("pgd", eps=EPS, step_size=STEP, steps=10, best=True)
+    x0t, yt = tf.constant(x0), tf.constant(y, tf.int32)
+    start = attacks.start_points(cfg, x0t, attacks.seed_tensor(1))
+    whole = [t.numpy() for t in attacks.run_loop(model, cfg, x0t, yt, start)]
+    first = [t.numpy() for t in attacks.run_loop(model, cfg, x0t, yt, start, steps=4)]
+    second = [t.numpy() for t in attacks.run_loop(model, cfg, x0t, yt, tf.constant(first[0]),
+                                                  steps=6)]
+    state = [part.copy() for part in first[1:]]
+    iterates.merge(*state, *second[1:])
+    np.testing.assert_array_equal(second[0], whole[0])
+    np.testing.assert_array_equal(state[0], whole[1])
+    np.testing.assert_array_equal(state[2], whole[3])
+
+
+def test_daa_best_iterates_across_rounds(model, data):
+    x0, y = data
+    kw = dict(attack="daa_blob", eps=EPS, step_size=STEP, steps=9, particles=4, c=5.0, seed=3,
+              steps_per_round=3, verbose=0)
+    last = daa_tf.run(model, x0, y, **kw)
+    best = daa_tf.run(model, x0, y, best=True, **kw)
+    assert best.accuracy <= last.accuracy
+    # the trajectory is the same: every example fooled by the last iterate stays fooled
+    assert np.all(best.correct <= last.correct)
+
+
+def test_apgd_defaults_to_best_and_can_return_the_last(model, data):
+    x0, y = data
+    kw = dict(eps=EPS, steps=10, seed=2)
+    cfg = attacks.make_config("apgd", eps=EPS, steps=10)
+    x0t, yt = tf.constant(x0), tf.constant(y, tf.int32)
+    raw = attacks.run_loop(model, cfg, x0t, yt, attacks.start_points(cfg, x0t,
+                                                                     attacks.seed_tensor(2)))
+    np.testing.assert_array_equal(daa_tf.apgd(model, x0, y, **kw).numpy(), raw[1].numpy())
+    np.testing.assert_array_equal(daa_tf.apgd(model, x0, y, best=False, **kw).numpy(),
+                                  raw[0].numpy())
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("pgd", dict(step_size=STEP, steps=6)),
+    ("apgd", dict(steps=6, loss="dlr")),
+    ("momentum_pgd", dict(step_size=STEP, steps=6, init="odi")),
+    ("pgd", dict(step_size=STEP, steps=4, targets=2, loss="margin")),
+])
+def test_early_stop_leaves_the_result_unchanged(model, data, name, kw):
+    x0, y = data
+    args = dict(attack=name, eps=EPS, restarts=4, seed=5, verbose=0, batch_size=5, **kw)
+    stopped = daa_tf.run(model, x0, y, early_stop=True, **args)
+    full = daa_tf.run(model, x0, y, early_stop=False, **args)
+    np.testing.assert_array_equal(stopped.x_adv, full.x_adv)
+    np.testing.assert_array_equal(stopped.correct, full.correct)
+    runs = max(1, kw.get("targets", 0))
+    budget = 4 * runs * (kw["steps"] + (2 if kw.get("init") == "odi" else 0))
+    assert stopped.gradients_per_image == full.gradients_per_image == budget
+    assert full.gradients_mean == budget
+    assert stopped.gradients_mean < budget  # fooled examples were skipped
+    # restart accuracies: cumulative with early stop (a skipped example counts as fooled)
+    assert stopped.restart_accuracies[-1] == stopped.accuracy
+    assert stopped.restart_accuracies == sorted(stopped.restart_accuracies, reverse=True)
+
+
+def test_early_stop_is_refused_for_daa(model, data):
+    x0, y = data
+    with pytest.raises(ValueError, match="early_stop"):
+        daa_tf.run(model, x0, y, attack="daa_blob", eps=EPS, step_size=STEP, steps=2,
+                   particles=4, early_stop=True, verbose=0)
+    result = daa_tf.run(model, x0, y, attack="daa_blob", eps=EPS, step_size=STEP, steps=2,
+                        particles=4, restarts=2, verbose=0)
+    assert result.gradients_mean == result.gradients_per_image == 4
+
+
+def test_old_states_keep_their_fingerprint():
+    """Settings added with the new attacks stay out of the fingerprint at their defaults."""
+    s = attacks.make_config("pgd", eps=0.3, step_size=0.01, steps=10).settings
+    x0 = np.zeros((2, 3), np.float32)
+    y = np.zeros(2, np.int32)
+    fp = driver._fingerprint(s, x0, y, 0, 10)
+    assert fp == driver._fingerprint(s, x0, y, 0, 10, early_stop=False)
+    assert fp != driver._fingerprint(s.replace(odi_steps=2), x0, y, 0, 10)
+    assert fp != driver._fingerprint(s, x0, y, 0, 10, early_stop=True)
