@@ -12,7 +12,9 @@
   importable (optional extra; the attack runs step by step from Python).
 
 Each contender runs blocks of ``--block`` steps (a ``fit`` call per block for the wrapper), timed
-as medians of ``--repeats`` interleaved repeats after one warm-up block; ratios are to ``bare``.
+as medians of ``--repeats`` interleaved repeats (the order rotating) after one warm-up block, in
+wall time and in process CPU time (all threads; steadier than wall time on a shared machine);
+ratios are to ``bare``.
 
 ``outcome``: ``--outcome-steps`` steps of ``fit`` on MNIST's training set (the fixture's files;
 skipped without them) with the same settings and Adam at ``--lr``, then the natural and PGD-40
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from benchmarks.common import interleaved, median, shared_dir
+from benchmarks.common import median, shared_dir
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -43,7 +45,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument("--block", type=int, default=10, help="training steps per timed block")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--contenders", default="bare,fit,fit_no_nat,art")
+    p.add_argument("--contenders", default="bare,fit,fit_no_nat,art",
+                   help="comma-separated; empty: skip the speed section")
     p.add_argument("--outcome-steps", type=int, default=300, help="0: skip the outcome run")
     p.add_argument("--eval-examples", type=int, default=1000)
     p.add_argument("--eval-steps", type=int, default=40)
@@ -145,6 +148,25 @@ def _art_runner(args, x, y) -> Optional[Callable[[], None]]:
     return run
 
 
+def _interleaved(runs: Dict[str, Callable[[], None]], repeats: int):
+    """One warm-up call of each run (its seconds), then ``repeats`` rounds A B C ..., the order
+    rotating every round; each call's wall and process CPU seconds (all threads: the CPU time
+    is what the step costs, the wall time what other processes on a shared machine add to)."""
+    names = list(runs)
+    first, wall, cpu = {}, {n: [] for n in names}, {n: [] for n in names}
+    for name in names:
+        started = time.perf_counter()
+        runs[name]()
+        first[name] = time.perf_counter() - started
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            runs[name]()
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - cpu_started)
+    return first, wall, cpu
+
+
 def speed(args: argparse.Namespace, x, y) -> List[Dict[str, Any]]:
     makers = {"bare": lambda: _bare_runner(args, x, y),
               "fit": lambda: _fit_runner(args, x, y, True),
@@ -161,12 +183,18 @@ def speed(args: argparse.Namespace, x, y) -> List[Dict[str, Any]]:
             skipped.append(name)
         else:
             runs[name] = run
-    first, times, _ = interleaved(runs, args.repeats)
-    per_step = {name: median(t) / args.block for name, t in times.items()}
-    base = per_step.get("bare")
-    rows = [{"contender": name, "s_per_step": per_step[name], "first_block_s": first[name],
-             "repeats_s_per_step": [v / args.block for v in times[name]],
-             "vs_bare": None if base is None else per_step[name] / base} for name in runs]
+    first, wall, cpu = _interleaved(runs, args.repeats)
+    per_step = {name: median(t) / args.block for name, t in wall.items()}
+    best = {name: min(t) / args.block for name, t in wall.items()}
+    cpu_step = {name: median(t) / args.block for name, t in cpu.items()}
+    base, cpu_base = per_step.get("bare"), cpu_step.get("bare")
+    rows = [{"contender": name, "s_per_step": per_step[name], "cpu_s_per_step": cpu_step[name],
+             "min_s_per_step": best[name], "first_block_s": first[name],
+             "repeats_s_per_step": [v / args.block for v in wall[name]],
+             "vs_bare": None if base is None else per_step[name] / base,
+             "cpu_vs_bare": None if cpu_base is None else cpu_step[name] / cpu_base,
+             "min_vs_bare": None if base is None else best[name] / best["bare"]}
+            for name in runs]
     rows += [{"contender": name, "skipped": "art is not importable (optional extra)"}
              for name in skipped]
     return rows
@@ -215,16 +243,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "tensorflow": tf.__version__, "machine": platform.machine(), "data": source,
         "settings": {**_attack_settings(args), "batch": args.batch, "block": args.block,
                      "repeats": args.repeats}}}
-    results["speed"] = speed(args, x, y)
-    print("## speed: seconds per adversarial training step (median of interleaved repeats)",
-          file=out)
+    results["speed"] = speed(args, x, y) if args.contenders.strip() else []
+    if results["speed"]:
+        print("## speed: seconds per adversarial training step (median of interleaved repeats)",
+              file=out)
     for row in results["speed"]:
         if "skipped" in row:
             print(f"  {row['contender']:>11}: skipped ({row['skipped']})", file=out)
         else:
-            ratio = "" if row["vs_bare"] is None else f"  x bare {row['vs_bare']:.3f}"
-            print(f"  {row['contender']:>11}: {row['s_per_step'] * 1000:8.1f} ms/step{ratio}",
-                  file=out)
+            ratio = "" if row["vs_bare"] is None else (
+                f"  x bare {row['vs_bare']:.3f} (CPU time x {row['cpu_vs_bare']:.3f}, fastest "
+                f"repeat x {row['min_vs_bare']:.3f})")
+            print(f"  {row['contender']:>11}: {row['s_per_step'] * 1000:8.1f} ms/step, CPU "
+                  f"{row['cpu_s_per_step'] * 1000:8.1f} ms/step{ratio}", file=out)
     results["outcome"] = outcome(args)
     if results["outcome"] is not None:
         print("## outcome: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"

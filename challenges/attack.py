@@ -61,8 +61,8 @@ def define_flags() -> None:
     data flags."""
     options.define_attack_choice_flags()
     options.define_attack_setting_flags(None)
-    for name, text in _GENERIC_HELP.items():
-        flags.FLAGS[name].help += " " + text
+    options.tailor(help_texts={name: f"{flags.FLAGS[name].help} {text}"
+                               for name, text in _GENERIC_HELP.items()})
     flags.DEFINE_string("model", None, "The attacked model: a .keras file, a SavedModel folder, "
                         "module:function (returning the model) or NAME:PATH with NAME an adapter "
                         "of daa_tf.models.LOADERS. It must return logits.", required=True)
@@ -76,7 +76,8 @@ def define_flags() -> None:
     for name in ("clip_min", "clip_max"):
         flags.register_validator(name, lambda v: v is None or math.isfinite(v),
                                  message=f"--{name} must be a finite number")
-    flags.DEFINE_integer("num_examples", None, "Attack only the first N images.", lower_bound=1)
+    options.define_data_flags(data_dir=False)
+    options.tailor(help_texts={"num_examples": "Attack only the first N images."})
     options.define_run_flags("Continue from the state saved beside --output.")
     options.define_output_flag()
     options.register_batch_size_validator("attack")

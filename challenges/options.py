@@ -2,25 +2,27 @@
 
 | group | flags | used by |
 | --- | --- | --- |
-| :func:`define_challenge_flag` | ``--challenge`` | eval, report |
-| :func:`define_model_data_flags` | ``--model_dir --model --data_dir --num_examples`` | all |
+| :func:`define_challenge_flag` | ``--challenge`` | eval, report, train |
+| :func:`define_model_data_flags` | ``--model_dir --model --data_dir --num_examples`` (or
+  :func:`define_model_flags`, :func:`define_data_flags`) | all |
 | :func:`define_attack_choice_flags` | ``--attack --loss --c`` | runners |
-| :func:`define_attack_setting_flags` | ``--epsilon --step_size --steps --restarts --random_start
-  --particles --steps_per_round`` | runners, report |
+| :func:`define_attack_setting_flags` | :func:`define_step_flags` (``--epsilon --step_size
+  --steps --random_start --particles``) and :func:`define_restart_flags` (``--restarts
+  --steps_per_round``) | runners, report (training: the step flags) |
 | :func:`define_run_flags` | ``--batch_size --seed --resume --jit_compile --distribute
-  --verbose`` | runners, report |
+  --verbose`` | runners, report, train |
 | :func:`define_output_flag` | ``--output`` | runners |
 
 With a known challenge the attack settings default to its values (shown by ``--help``); without
 one (the report picks it by flag) they default to None and :func:`attack_setting` resolves them
-after parsing. The choices come from :mod:`daa_tf.catalogue` and :mod:`challenges.registry`:
-nothing here imports TensorFlow.
+after parsing. A command adapts a shared flag's help or default with :func:`tailor`. The choices
+come from :mod:`daa_tf.catalogue` and :mod:`challenges.registry`: nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from absl import flags
 
@@ -50,17 +52,40 @@ def define_challenge_flag(default: Optional[str]) -> None:
 
 def define_model_data_flags(challenge: Optional[registry.Challenge]) -> None:
     """``--model_dir``, ``--model``, ``--data_dir``, ``--num_examples``."""
+    define_model_flags(challenge)
+    define_data_flags()
+
+
+def define_model_flags(challenge: Optional[registry.Challenge], choice: bool = True) -> None:
+    """``--model_dir`` and (with ``choice``) ``--model``, the MadryLab model to download."""
     fetch = ("required: MadryLab publish no Fashion-MNIST model"
              if challenge is not None and not challenge.downloadable else
              "default: --model is downloaded once into the cache ($DAA_TF_CACHE or "
              "~/.cache/daa_tf) and reused")
     flags.DEFINE_string("model_dir", None, f"Checkpoint folder of the attacked model ({fetch}).")
-    flags.DEFINE_enum("model", "secret", list(fetch_model.MODELS),
-                      "MadryLab model to download when --model_dir is not given (MNIST, CIFAR10).")
-    flags.DEFINE_string("data_dir", None, "Test data: IDX files (MNIST, Fashion-MNIST), CIFAR-10 "
-                        "python batches, or an .npz with x and y (default: tensorflow-datasets).")
+    if choice:
+        flags.DEFINE_enum("model", "secret", list(fetch_model.MODELS), "MadryLab model to "
+                          "download when --model_dir is not given (MNIST, CIFAR10).")
+
+
+def define_data_flags(data_dir: bool = True) -> None:
+    """``--data_dir`` (unless ``data_dir`` is False) and ``--num_examples``."""
+    if data_dir:
+        flags.DEFINE_string("data_dir", None, "Test data: IDX files (MNIST, Fashion-MNIST), "
+                            "CIFAR-10 python batches, or an .npz with x and y (default: the "
+                            "original files, downloaded through tensorflow-datasets).")
     flags.DEFINE_integer("num_examples", None, "Use only the first N test images (the file is "
                          "then not a leaderboard submission).", lower_bound=1)
+
+
+def tailor(help_texts: Optional[Dict[str, str]] = None,
+           defaults: Optional[Dict[str, Any]] = None) -> None:
+    """Adapts flags defined by the groups here to one command (its help texts, its defaults):
+    the flags stay defined once, with one meaning, and read the same way."""
+    for name, text in (help_texts or {}).items():
+        flags.FLAGS[name].help = text
+    for name, value in (defaults or {}).items():
+        flags.FLAGS.set_default(name, value)
 
 
 def _c_help() -> str:
@@ -79,8 +104,16 @@ def define_attack_choice_flags() -> None:
 
 
 def define_attack_setting_flags(challenge: Optional[registry.Challenge]) -> None:
-    """The settings every attack shares, defaulting to ``challenge``'s (or, without one, to None
+    """The settings every attack run shares (:func:`define_step_flags`,
+    :func:`define_restart_flags`), defaulting to ``challenge``'s (or, without one, to None
     resolved per challenge after parsing)."""
+    define_step_flags(challenge)
+    define_restart_flags(challenge)
+
+
+def _defaults(challenge: Optional[registry.Challenge]
+              ) -> Tuple[Callable[[str], Any], Callable[[str], str]]:
+    """``(default(field), shown(field))``: a flag's default and the help's note about it."""
     d = challenge.defaults if challenge is not None else None
 
     def default(field: str) -> Any:
@@ -89,6 +122,13 @@ def define_attack_setting_flags(challenge: Optional[registry.Challenge]) -> None
     def shown(field: str) -> str:
         return "" if d is not None else f" (default: the challenge's: {_per_challenge(field)})"
 
+    return default, shown
+
+
+def define_step_flags(challenge: Optional[registry.Challenge]) -> None:
+    """``--epsilon``, ``--step_size``, ``--steps``, ``--random_start``, ``--particles``: one run
+    of an attack."""
+    default, shown = _defaults(challenge)
     eps_text = (f"the challenge's bound: {challenge.format.eps:g}" if challenge is not None else
                 "default: the challenge's bound: " + ", ".join(
                     f"{n} {c.format.eps:g}" for n, c in registry.CHALLENGES.items()))
@@ -98,18 +138,23 @@ def define_attack_setting_flags(challenge: Optional[registry.Challenge]) -> None
                        "epsilon unless given)" + shown("step_size") + ".")
     flags.DEFINE_integer("steps", default("steps"), "Steps per restart (FGSM: 1)"
                          + shown("steps") + ".", lower_bound=1)
-    flags.DEFINE_integer("restarts", default("restarts"), "Restarts; each image keeps its worst "
-                         "case over them" + shown("restarts") + ".", lower_bound=1)
     flags.DEFINE_boolean("random_start", default("random_start"), "Start every restart at a "
                          "uniform random point of the eps-ball" + shown("random_start") + ".")
     flags.DEFINE_integer("particles", default("particles"), "DAA: particles (images) per group"
                          + shown("particles") + ".", lower_bound=2)
-    flags.DEFINE_integer("steps_per_round", default("steps_per_round"), "DAA: steps per round "
-                         "(the set is re-permuted into groups every round)"
-                         + shown("steps_per_round") + ".", lower_bound=1)
     for name in ("epsilon", "step_size"):
         flags.register_validator(name, lambda v: v is None or (math.isfinite(v) and v > 0),
                                  message=f"--{name} must be a positive number")
+
+
+def define_restart_flags(challenge: Optional[registry.Challenge]) -> None:
+    """``--restarts`` and DAA's ``--steps_per_round``: runs over a data set."""
+    default, shown = _defaults(challenge)
+    flags.DEFINE_integer("restarts", default("restarts"), "Restarts; each image keeps its worst "
+                         "case over them" + shown("restarts") + ".", lower_bound=1)
+    flags.DEFINE_integer("steps_per_round", default("steps_per_round"), "DAA: steps per round "
+                         "(the set is re-permuted into groups every round)"
+                         + shown("steps_per_round") + ".", lower_bound=1)
 
 
 def define_run_flags(resume_help: str) -> None:

@@ -1,6 +1,6 @@
 """The challenge runners (``challenges.mnist``, ``challenges.cifar10``,
-``challenges.fashion_mnist``): attack the challenge's model over its test set and write a checked
-leaderboard file.
+``challenges.fashion_mnist``, ``challenges.imagenet``): attack the challenge's model over its test
+set and write a checked leaderboard file.
 
 Flow: flags (:mod:`challenges.options`) -> data and model (:mod:`challenges.resolve`) ->
 ``daa_tf.run`` (resumable state beside the output) -> :mod:`challenges.submission` (checks, then an
@@ -10,6 +10,11 @@ errors answer at once.
 :func:`execute` is that flow after the preparation (state, attack, restart logs, score, checked
 write, interruption, final logs); the generic runner (:mod:`challenges.attack`) runs it too, with
 its own preparation (a :class:`Job`) and a summary written beside the output.
+
+A targeted challenge (``registry.Challenge.targets``) adds ``--target``: the preparation chooses
+the target classes by that rule, the attack aims at them (``daa_tf.run`` with ``targeted=True``
+and the targets as labels) and the logs add the targeted success rate (the fraction of images
+classified as their target) to the top-1 accuracy against the true labels.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ import contextlib
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 from absl import flags, logging
@@ -28,14 +34,78 @@ from challenges import cli, options, registry, resolve, submission
 
 
 def define_flags(challenge: registry.Challenge) -> None:
-    """The runner's flags, with ``challenge``'s defaults."""
+    """The runner's flags, with ``challenge``'s defaults (and ``--target`` if it is targeted)."""
     options.define_attack_choice_flags()
     options.define_attack_setting_flags(challenge)
     options.define_model_data_flags(challenge)
     options.define_run_flags("Continue from the state saved beside --output.")
     options.define_output_flag()
     options.register_batch_size_validator("attack")
+    if challenge.targets is not None:
+        define_target_flag(challenge.targets)
     options.list_flags_in_help()
+
+
+def define_target_flag(targets: Optional[registry.Targets]) -> None:
+    """``--target``: the rule choosing each image's target class. ``targets`` None (the evaluator,
+    which learns the challenge from a flag): every targeted challenge's rules, default None (the
+    challenge's own)."""
+    if targets is not None:
+        flags.DEFINE_enum("target", targets.default, list(targets.choices),
+                          f"Target class of each image: {targets.about}.")
+        return
+    ruled = [c for c in registry.CHALLENGES.values() if c.targets is not None]
+    choices = list(dict.fromkeys(rule for c in ruled for rule in c.targets.choices))
+    flags.DEFINE_enum("target", None, choices, "Targeted challenges: the rule that chose the "
+                      "target classes, as the runner's --target (default: the challenge's: "
+                      + "; ".join(f"{c.name} {c.targets.default}" for c in ruled) + ").")
+
+
+def choose_targets(challenge: registry.Challenge, rule: str, model: Any, x: np.ndarray,
+                   y: np.ndarray, seed: int, data_dir: Optional[str],
+                   num_examples: Optional[int], jit_compile: Optional[bool]) -> np.ndarray:
+    """The target classes ``[N]`` int64 of a targeted challenge by ``rule`` (runner and evaluator
+    alike)."""
+    if challenge.targets is None:
+        raise ValueError(f"the {challenge.title} challenge is untargeted: it has no --target")
+    return np.asarray(challenge.targets.choose(
+        rule, model=model, x=x, y=y, seed=seed, data_dir=data_dir, num_examples=num_examples,
+        batch_size=challenge.eval_batch_size, jit_compile=jit_compile), np.int64)
+
+
+def success_rate(pred: np.ndarray, targets: np.ndarray) -> float:
+    """The targeted success rate: the fraction of predictions equal to their target."""
+    return float(np.mean(np.asarray(pred) == np.asarray(targets)))
+
+
+def model_dir_or_fetch(challenge: registry.Challenge, model_dir: Optional[str],
+                       data_dir: Optional[str], num_examples: Optional[int]) -> Optional[str]:
+    """``model_dir``, or for a challenge with a fetcher (``registry.Challenge.model_fetcher``) and
+    no ``model_dir`` its model's folder, downloaded once into the cache after the test data
+    (``data_dir``, the first ``num_examples``) proved readable, so that bad data costs no
+    download."""
+    if model_dir is not None or challenge.model_fetcher is None:
+        return model_dir
+    if data_dir is not None and not os.path.exists(data_dir):
+        raise resolve.SetupError(f"--data_dir={data_dir} does not exist")
+    resolve.load_data(challenge, data_dir, num_examples)
+    try:
+        return str(challenge.fetch_model())
+    except Exception as err:  # noqa: BLE001 - a FetchError, or an unexpected failure to report
+        raise resolve.SetupError(f"could not download the {challenge.title} model: {err} Or "
+                                 "pass --model_dir=<checkpoint folder>.") from None
+
+
+def model_inputs(challenge: registry.Challenge, f: flags.FlagValues, strategy: Any = None
+                 ) -> Tuple[Any, Path, np.ndarray, np.ndarray, str]:
+    """:func:`challenges.resolve.inputs_from_flags`, the model folder from
+    :func:`model_dir_or_fetch`."""
+    model_dir = model_dir_or_fetch(challenge, f.model_dir, f.data_dir, f.num_examples)
+    if model_dir == f.model_dir:
+        return resolve.inputs_from_flags(challenge, f, strategy)
+    resolve.check_paths(challenge, model_dir, f.data_dir)
+    return resolve.load_inputs(challenge, model_dir, f.model, f.data_dir, f.num_examples,
+                               strategy.scope() if strategy is not None else None)
 
 
 def state_path(output: str) -> str:
@@ -87,24 +157,35 @@ def log_state(f: flags.FlagValues, state: str) -> None:
                         "to continue from it instead)", state)
 
 
-def _attack(f: flags.FlagValues, settings: catalogue.AttackSettings, strategy: Any, model: Any,
-            x: np.ndarray, y: np.ndarray, state: str) -> Any:
+def _restart_score(settings: catalogue.AttackSettings, accuracy: float) -> str:
+    """A restart's figure: its accuracy, or for a targeted attack its success rate (``daa_tf.run``
+    reports the fraction of images not classified as their target)."""
+    if settings.targeted:
+        return f"targeted success {100 * (1 - accuracy):.2f}%"
+    return f"accuracy {100 * accuracy:.2f}%"
+
+
+def _attack(f: flags.FlagValues, job: "Job", state: str) -> Any:
     """``daa_tf.run`` with live restart logs; returns its result."""
     import daa_tf
 
-    def log_restart(index: int, accuracy: float, seconds: float) -> None:
-        logging.info("restart %d/%d: accuracy %.2f%% (%.1f s)", index + 1, f.restarts,
-                     100 * accuracy, seconds)
+    settings = job.settings
 
-    extra = {"strategy": strategy} if strategy is not None else {}
-    result = daa_tf.run(model, x, y, settings, restarts=f.restarts,
-                        steps_per_round=f.steps_per_round, batch_size=f.batch_size, seed=f.seed,
+    def log_restart(index: int, accuracy: float, seconds: float) -> None:
+        logging.info("restart %d/%d: %s (%.1f s)", index + 1, f.restarts,
+                     _restart_score(settings, accuracy), seconds)
+
+    extra = {"strategy": job.strategy} if job.strategy is not None else {}
+    labels = job.y if job.targets is None else job.targets
+    batch_size = f.batch_size if job.batch_size is None else job.batch_size
+    result = daa_tf.run(job.model, job.x, labels, settings, restarts=f.restarts,
+                        steps_per_round=f.steps_per_round, batch_size=batch_size, seed=f.seed,
                         verbose=f.verbose, state_path=state, resume=f.resume,
                         on_restart=log_restart, **extra)
     resumed = len(result.restart_accuracies) - len(result.restart_seconds)
     for i, accuracy in enumerate(result.restart_accuracies[:resumed]):
-        logging.info("restart %d/%d: accuracy %.2f%% (earlier run)", i + 1, f.restarts,
-                     100 * accuracy)
+        logging.info("restart %d/%d: %s (earlier run)", i + 1, f.restarts,
+                     _restart_score(settings, accuracy))
     return result
 
 
@@ -112,7 +193,10 @@ def _attack(f: flags.FlagValues, settings: catalogue.AttackSettings, strategy: A
 class Job:
     """A prepared attack: ``challenge`` gives the output's format (checked before writing) and the
     scoring batch size; ``settings`` the attack; ``model`` maps ``x`` to logits; ``x`` ``[N, ...]``
-    float32 in the box, ``y`` ``[N]`` labels; ``strategy`` the ``tf.distribute`` one or None."""
+    float32 in the box, ``y`` ``[N]`` labels; ``strategy`` the ``tf.distribute`` one or None.
+    ``targets`` ``[N]``: the target classes of a targeted attack (chosen by the rule
+    ``target_rule``), else None. ``batch_size``: images per compiled call (None: ``--batch_size``).
+    """
 
     challenge: registry.Challenge
     settings: catalogue.AttackSettings
@@ -120,17 +204,23 @@ class Job:
     model: Any
     x: np.ndarray
     y: np.ndarray
+    targets: Optional[np.ndarray] = None
+    target_rule: str = ""
+    batch_size: Optional[int] = None
 
 
 @dataclasses.dataclass
 class Outcome:
     """A finished attack: ``daa_tf.run``'s result, the final accuracy (fraction), the perturbation
-    and the seconds since the runner started."""
+    and the seconds since the runner started; ``success`` the targeted success rate (fraction;
+    None for an untargeted attack) and ``pred`` ``[N]`` the final predictions."""
 
     result: Any
     accuracy: float
     size: submission.Perturbation
     seconds: float
+    success: Optional[float] = None
+    pred: Optional[np.ndarray] = None
 
 
 def _interrupted(f: flags.FlagValues, module: str, output: str, state: str) -> int:
@@ -155,17 +245,19 @@ def execute(f: flags.FlagValues, module: str, prepare: Callable[[flags.FlagValue
         log_state(f, state)
         from daa_tf.distribute import is_chief
 
-        result = _attack(f, job.settings, job.strategy, job.model, job.x, job.y, state)
+        result = _attack(f, job, state)
         chief = is_chief(job.strategy)  # multi-worker runs: every worker computes, the chief writes
-        _, accuracy = resolve.score(job.challenge, job.model, result.x_adv, job.y,
-                                    job.settings.jit_compile)
+        pred, accuracy = resolve.score(job.challenge, job.model, result.x_adv, job.y,
+                                       job.settings.jit_compile)
+        success = None if job.targets is None else success_rate(pred, job.targets)
         fmt, eps = job.challenge.format, job.settings.eps
         if chief:
             size = submission.write(output, result.x_adv, job.x, fmt, eps)
         else:
             size = submission.check(result.x_adv, job.x, fmt, eps)
         if chief and written is not None:
-            written(job, Outcome(result, accuracy, size, time.perf_counter() - started))
+            written(job, Outcome(result, accuracy, size, time.perf_counter() - started, success,
+                                 pred))
     except KeyboardInterrupt:
         return _interrupted(f, module, output, state)
     except submission.InvalidSubmission as err:
@@ -175,6 +267,9 @@ def execute(f: flags.FlagValues, module: str, prepare: Callable[[flags.FlagValue
         logging.error("%s", err)
         return 1
     logging.info("final accuracy: %.2f%%", 100 * accuracy)
+    if success is not None:
+        logging.info("targeted success rate: %.2f%% (targets: %s)", 100 * success,
+                     job.target_rule)
     logging.info("perturbation: L-inf %g, mean L2 %g (pixel units)", size.linf, size.mean_l2)
     logging.info("wrote %s %s float32; elapsed %.1f s", output,
                  job.challenge.format.shape(len(job.x)), time.perf_counter() - started)
@@ -185,13 +280,18 @@ def execute(f: flags.FlagValues, module: str, prepare: Callable[[flags.FlagValue
 
 
 def prepare(challenge: registry.Challenge, f: flags.FlagValues) -> Job:
-    """A challenge runner's preparation: settings, warnings, the model and the test data, logs."""
-    settings = options.attack_settings(f, challenge, f.attack, f.loss, c=f.c)
+    """A challenge runner's preparation: settings, warnings, the model and the test data (and a
+    targeted challenge's target classes), logs."""
+    settings = _targeted(challenge, options.attack_settings(f, challenge, f.attack, f.loss, c=f.c))
     warn_ignored_daa_flags(f, settings)
     _warn_not_a_submission(challenge, settings, f.restarts, f.num_examples)
     resolve.check_output(f.output)
     strategy = resolve.distribution_strategy()
-    model, path, x, y, source = resolve.inputs_from_flags(challenge, f, strategy)
+    model, path, x, y, source = model_inputs(challenge, f, strategy)
+    batch_size = f.batch_size
+    if batch_size is None:
+        batch_size = challenge.defaults.attack_batch_size(
+            settings.particles if settings.interacting else None)
     if len(x) < challenge.format.num_test and f.num_examples is None:
         logging.warning("*** the test data holds only %d images (the test set has %d): the "
                         "output is NOT a leaderboard submission. ***", len(x),
@@ -199,10 +299,28 @@ def prepare(challenge: registry.Challenge, f: flags.FlagValues) -> Job:
     logging.info("%s challenge: %s%s, seed %d, batch size %s, jit_compile %s",
                  challenge.title, catalogue.describe(settings, f.restarts),
                  f", rounds of {f.steps_per_round} steps" if settings.interacting else "",
-                 f.seed, f.batch_size or "auto", f.jit_compile)
+                 f.seed, batch_size or "auto", f.jit_compile)
     logging.info("model %s; data %s, %d images; output %s (state %s)", path, source, len(x),
                  f.output, state_path(f.output))
-    return Job(challenge, settings, strategy, model, x, y)
+    targets = rule = None
+    if challenge.targets is not None:  # least_likely: a forward pass over the clean images
+        rule = f.target
+        targets = choose_targets(challenge, rule, model, x, y, f.seed, f.data_dir,
+                                 f.num_examples, settings.jit_compile)
+        logging.info("targets: %s (%d distinct classes)", rule, len(np.unique(targets)))
+    return Job(challenge, settings, strategy, model, x, y, targets, rule or "", batch_size)
+
+
+def _targeted(challenge: registry.Challenge, settings: catalogue.AttackSettings
+              ) -> catalogue.AttackSettings:
+    """``settings`` made targeted for a targeted challenge (as they are for the others)."""
+    if challenge.targets is None:
+        return settings
+    if settings.targets:
+        raise ValueError(f"--attack={settings.attack} chooses its own target classes (an "
+                         f"untargeted attack): the {challenge.title} challenge is targeted "
+                         "(--target); use another attack")
+    return settings.replace(targeted=True)
 
 
 def run(challenge: registry.Challenge, f: flags.FlagValues) -> int:

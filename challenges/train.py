@@ -67,43 +67,42 @@ def _recipe_help(field: str) -> str:
 
 
 def define_flags() -> None:
-    """The trainer's flags (the attack's as the runners', defaults from :data:`RECIPES`)."""
+    """The trainer's flags: the shared groups (:mod:`challenges.options`) with their help and
+    defaults tailored to training (defaults from :data:`RECIPES`), and the trainer's own."""
     options.define_challenge_flag(None)
     options.define_attack_choice_flags()
-    flags.FLAGS.set_default("attack", "pgd")
-    flags.DEFINE_float("epsilon", None, f"L-inf radius (default: {_recipe_help('epsilon')}).")
-    flags.DEFINE_float("step_size", None, f"Step size (default: {_recipe_help('step_size')}).")
-    flags.DEFINE_integer("steps", None, f"Attack steps (default: {_recipe_help('steps')}).",
-                         lower_bound=1)
-    flags.DEFINE_boolean("random_start", True, "Start the attack at a random point of the ball.")
-    flags.DEFINE_integer("particles", None, "DAA: particles per group, consecutive examples of "
-                         "each device's batch (default: the batch: one group).", lower_bound=2)
+    options.define_step_flags(None)
+    options.define_model_flags(None, choice=False)
+    options.define_data_flags()
+    options.define_run_flags("Continue from the newest checkpoint in --model_dir.")
+    options.tailor(help_texts={
+        "epsilon": f"L-inf radius of the inner attack (default: {_recipe_help('epsilon')}).",
+        "step_size": f"Its step size (default: {_recipe_help('step_size')}).",
+        "steps": f"Its steps (default: {_recipe_help('steps')}).",
+        "random_start": "Start the attack at a random point of the ball (default: true).",
+        "particles": "DAA: particles per group, consecutive examples of each device's batch "
+                     "(default: the batch: one group).",
+        "model_dir": "Output folder of the checkpoints (required).",
+        "data_dir": "Training data: IDX files (MNIST, Fashion-MNIST), CIFAR-10 python batches, "
+                    "or an .npz (default: the original files, through tensorflow-datasets).",
+        "num_examples": "Use only the first N training images.",
+        "batch_size": f"Training batch (all devices; default: {_recipe_help('batch_size')}).",
+        "seed": "Seed of the initialisation, data order and attack starts.",
+        "jit_compile": "XLA for the attack: auto (GPU/TPU only), true, false.",
+        "distribute": "tf.distribute strategy (see the runners); --batch_size is global.",
+    }, defaults={"attack": "pgd"})
+    flags.mark_flag_as_required("model_dir")
     flags.DEFINE_float("fraction", 1.0, "Share of each batch replaced by adversarial examples.")
     flags.DEFINE_enum("attack_batch_norm", "inference", ["inference", "training"],
                       "Batch norm inside the attack (CIFAR10): moving statistics, or batch "
                       "statistics updating them at every attack step as MadryLab's train.py.")
-    flags.DEFINE_string("model_dir", None, "Output folder of the checkpoints.")
-    flags.mark_flag_as_required("model_dir")
-    flags.DEFINE_string("data_dir", None, "Training data: IDX files (MNIST, Fashion-MNIST), "
-                        "CIFAR-10 python batches, or an .npz (default: tensorflow-datasets).")
-    flags.DEFINE_integer("num_examples", None, "Use only the first N training images.",
-                         lower_bound=1)
     flags.DEFINE_integer("train_steps", None, "Training steps in all (default: "
                          f"{_recipe_help('train_steps')}).", lower_bound=1)
-    flags.DEFINE_integer("batch_size", None, "Training batch (all devices; default: "
-                         f"{_recipe_help('batch_size')}).", lower_bound=1)
     flags.DEFINE_integer("output_steps", 100, "Log progress every N steps.", lower_bound=1)
     flags.DEFINE_integer("checkpoint_steps", None, "Checkpoint every N steps (default: "
                          f"{_recipe_help('checkpoint_steps')}).", lower_bound=1)
     flags.DEFINE_string("resnet_filters", "16,160,320,640", "CIFAR10 widths (MadryLab's wide "
                         "net; '16,16,32,64' is their narrow one).")
-    flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and attack starts.",
-                         lower_bound=0)
-    flags.DEFINE_boolean("resume", False, "Continue from the newest checkpoint in --model_dir.")
-    flags.DEFINE_enum("jit_compile", "auto", list(catalogue.JIT_CHOICES),
-                      "XLA for the attack: auto (GPU/TPU only), true, false.")
-    flags.DEFINE_enum("distribute", "none", list(catalogue.STRATEGIES),
-                      "tf.distribute strategy (see the runners); --batch_size is global.")
     flags.register_validator("fraction", lambda v: 0.0 < v <= 1.0,
                              message="--fraction must be in (0, 1]")
     options.list_flags_in_help()
@@ -125,7 +124,7 @@ def settings_from_flags(f: flags.FlagValues) -> Dict[str, Any]:
     elif getattr(spec, "schedule", "fixed") != "fixed":  # APGD: its own initial step (2 eps)
         step_size = f.step_size
     attack = dict(eps=pick("epsilon"), step_size=step_size, steps=steps, loss=f.loss,
-                  random_start=f.random_start, clip_min=challenge.format.clip_min,
+                  random_start=f.random_start is not False, clip_min=challenge.format.clip_min,
                   clip_max=challenge.format.clip_max,
                   jit_compile=catalogue.JIT_CHOICES[f.jit_compile])
     if spec.interacting:
@@ -290,59 +289,66 @@ def _trainer(settings: Dict[str, Any], strategy: Any) -> Tuple[Any, Any]:
     return classifier, trainer
 
 
+def _fit(f: flags.FlagValues, settings: Dict[str, Any]) -> int:
+    layout, total = RECIPES[f.challenge].layout, settings["train_steps"]
+    found = checkpoint_steps(f.model_dir)
+    _check_resume(f, settings, found)
+    from daa_tf import training
+    from daa_tf.distribute import is_chief
+    from daa_tf.models import checkpoint_writer as writer
+    strategy = resolve.distribution_strategy()
+    x, y = _load_training_data(settings, f.data_dir, f.num_examples)
+    classifier, trainer = _trainer(settings, strategy)
+    start = (writer.restore_checkpoint(classifier, layout, f.model_dir, trainer.optimizer)
+             if found else 0)
+    chief = is_chief(strategy)  # multi-worker runs: every worker trains, the chief writes
+    if chief:
+        os.makedirs(f.model_dir, exist_ok=True)
+        _write_config(f.model_dir, settings)
+    logging.info("%s: %s, fraction %g, batch %d, steps %d..%d, seed %d; %d training images; "
+                 "checkpoints every %d steps in %s", registry.get_challenge(f.challenge).title,
+                 catalogue.describe(trainer.settings), settings["fraction"],
+                 settings["batch_size"], start, total, settings["seed"], len(x),
+                 settings["checkpoint_steps"], f.model_dir)
+    if start >= total:
+        logging.info("nothing to do: the newest checkpoint is at step %d", start)
+        return 0
+    batches = training.training_batches(
+        x, y, settings["batch_size"], seed=settings["seed"], start_step=start, stop_step=total,
+        augment=training.augment_cifar10 if f.challenge == "cifar10" else None)
+    saver = writer.CheckpointEvery(classifier, layout, f.model_dir, settings["checkpoint_steps"],
+                                   on_save=lambda prefix, _: logging.info("saved %s", prefix))
+    saver.set_model(trainer)
+    callbacks = [_progress(f.output_steps, total, settings["batch_size"])]
+    try:
+        trainer.fit(batches, epochs=1, verbose=0, shuffle=False,
+                    callbacks=callbacks + ([saver] if chief else []))
+    except KeyboardInterrupt:
+        step = int(trainer.optimizer.iterations.numpy())
+        if chief and saver.last_saved != step:
+            saver.save()
+        logging.error("interrupted at step %d (checkpoint saved). Resume with:\n  %s", step,
+                      cli.command(MODULE, resume=True))
+        return cli.INTERRUPTED
+    logging.info("done: %d steps; checkpoint %s", total,
+                 os.path.join(f.model_dir, f"checkpoint-{total}"))
+    return 0
+
+
 def train(f: flags.FlagValues) -> int:
-    """The trainer: setup, resume, ``fit`` with progress and checkpoints. Returns the status."""
+    """The trainer: setup, resume, ``fit`` with progress and checkpoints. Returns the exit
+    status (0, 1 on a setup error, 130 when interrupted)."""
     try:
         settings = settings_from_flags(f)
         if f.data_dir is not None and not os.path.exists(f.data_dir):
             raise resolve.SetupError(f"--data_dir={f.data_dir} does not exist")
-        layout, total = RECIPES[f.challenge].layout, settings["train_steps"]
-        found = checkpoint_steps(f.model_dir)
-        _check_resume(f, settings, found)
-        from daa_tf import training
-        from daa_tf.distribute import is_chief
-        from daa_tf.models import checkpoint_writer as writer
-        strategy = resolve.distribution_strategy()
-        x, y = _load_training_data(settings, f.data_dir, f.num_examples)
-        classifier, trainer = _trainer(settings, strategy)
-        start = (writer.restore_checkpoint(classifier, layout, f.model_dir, trainer.optimizer)
-                 if found else 0)
-        chief = is_chief(strategy)
-        if chief:
-            os.makedirs(f.model_dir, exist_ok=True)
-            _write_config(f.model_dir, settings)
-        logging.info("%s: %s, fraction %g, batch %d, steps %d..%d, seed %d; %d training images; "
-                     "checkpoints every %d steps in %s", registry.get_challenge(f.challenge).title,
-                     catalogue.describe(trainer.settings), settings["fraction"],
-                     settings["batch_size"], start, total, settings["seed"], len(x),
-                     settings["checkpoint_steps"], f.model_dir)
-        if start >= total:
-            logging.info("nothing to do: the newest checkpoint is at step %d", start)
-            return 0
-        batches = training.training_batches(
-            x, y, settings["batch_size"], seed=settings["seed"], start_step=start,
-            stop_step=total, augment=training.augment_cifar10 if f.challenge == "cifar10" else None)
-        saver = writer.CheckpointEvery(classifier, layout, f.model_dir,
-                                       settings["checkpoint_steps"],
-                                       on_save=lambda prefix, _: logging.info("saved %s", prefix))
-        saver.set_model(trainer)
-        callbacks = [_progress(f.output_steps, total, settings["batch_size"])]
-        try:
-            trainer.fit(batches, epochs=1, verbose=0, shuffle=False,
-                        callbacks=callbacks + ([saver] if chief else []))
-        except KeyboardInterrupt:
-            step = int(trainer.optimizer.iterations.numpy())
-            if chief and saver.last_saved != step:
-                saver.save()
-            logging.error("interrupted at step %d (checkpoint saved). Resume with:\n  %s", step,
-                          cli.command(MODULE, resume=True))
-            return cli.INTERRUPTED
+        return _fit(f, settings)
+    except KeyboardInterrupt:
+        logging.error("interrupted before training started: nothing was saved")
+        return cli.INTERRUPTED
     except (resolve.SetupError, ValueError) as err:
         logging.error("%s", err)
         return 1
-    logging.info("done: %d steps; checkpoint %s", total,
-                 os.path.join(f.model_dir, f"checkpoint-{total}"))
-    return 0
 
 
 if __name__ == "__main__":

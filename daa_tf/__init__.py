@@ -11,10 +11,11 @@ _EXPORTS = {
     "fgsm": "daa_tf.attacks", "pgd": "daa_tf.attacks", "momentum_pgd": "daa_tf.attacks",
     "daa_blob": "daa_tf.attacks", "daa_dgf": "daa_tf.attacks", "rand_fgsm": "daa_tf.attacks",
     "apgd": "daa_tf.attacks", "multitargeted": "daa_tf.multitarget",
+    "strongest": "daa_tf.cascade", "Stage": "daa_tf.cascade",
     "run": "daa_tf.driver", "RunResult": "daa_tf.driver", "evaluate": "daa_tf.driver",
 }
 _SUBMODULES = ("attacks", "losses", "driver", "models", "data", "distribute", "stats",
-               "schedules", "iterates", "multitarget")
+               "schedules", "iterates", "multitarget", "cascade")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 __version__ = "0.1.0"

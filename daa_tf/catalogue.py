@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 # Loss names (docs/algorithms.md#losses) and their labels in tables.
 LOSS_LABELS: Dict[str, str] = {"xent": "xent", "cw": "CW", "dlr": "DLR", "margin": "margin"}
 LOSSES: Tuple[str, ...] = tuple(LOSS_LABELS)
+PAPER_LOSSES: Tuple[str, ...] = ("xent", "cw")  # the DAA paper's (and the report's) columns
 
 DEFAULT_PARTICLES = 200      # DAA: particles per group M
 DEFAULT_DECAY = 1.0          # momentum PGD's mu

@@ -46,9 +46,10 @@ class RunResult:
     each restart's own points (with early stop, an example skipped because an earlier restart
     fooled it counts as fooled). ``restart_seconds``: wall time of each restart run in this call.
     ``gradients_per_image``: the gradient budget of one image, ``restarts x max(1, targets) x
-    (odi_steps + steps)`` (``targets`` at most the number of wrong classes) (model gradients; the forward passes that judge final points are not
-    counted). ``gradients_mean``: the gradients actually computed per image, averaged over the
-    set, for the restarts run in this call (smaller than the budget with early stop).
+    (odi_steps + steps)`` (``targets`` at most the number of wrong classes; model gradients: the
+    forward passes that judge final points are not counted). ``gradients_mean``: the gradients
+    actually computed per image, averaged over the set, for the restarts run in this call
+    (smaller than the budget with early stop).
     """
 
     x_adv: np.ndarray

@@ -1,11 +1,12 @@
 """Best iterates: per example, the iterate to return instead of the last one
 (docs/algorithms.md#best-iterates).
 
-The rule: the *last* iterate that fooled the model (as AutoAttack's ``x_best_adv``); an example never
-fooled gets its highest-objective iterate (the first one reaching it; the objective is the loss the
-attack ascends, negated for targeted attacks). The iterates considered are the start point and every
-point the loop steps to, judged from the logits and losses its gradient passes compute anyway; the
-final point, which has no gradient pass, is judged by one forward pass after the loop.
+The rule: the *last* iterate that fooled the model (as AutoAttack's ``x_best_adv``); an example
+never fooled gets its highest-objective iterate (the first one reaching it; the objective is the
+loss the attack ascends, negated for targeted attacks). The iterates considered are the start
+point and every point the loop steps to, judged from the logits and losses its gradient passes
+compute anyway; the final point, which has no gradient pass, is judged by one forward pass after
+the loop.
 
 The state is ``(x_out, best, fooled)``: the chosen points, the best objective of an example not yet
 fooled, and whether it was ever fooled. :func:`merge` combines the states of consecutive runs (the

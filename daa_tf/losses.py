@@ -3,10 +3,11 @@
 
 The attack ascends the summed loss (or descends it for targeted attacks).
 
-Every named loss also has a form *toward a target class* (docs/algorithms.md#losses-toward-a-target),
-used by MultiTargeted: ``loss(logits [N, C], pairs [N, 2] int) -> [N]`` with ``pairs[:, 0]`` the
-true class ``y`` and ``pairs[:, 1]`` the target ``t``; it is ascended, and the attack succeeds when
-the prediction leaves ``y`` (for any class). :func:`target_form` maps a name to it.
+Every named loss also has a form *toward a target class*
+(docs/algorithms.md#losses-toward-a-target), used by MultiTargeted:
+``loss(logits [N, C], pairs [N, 2] int) -> [N]`` with ``pairs[:, 0]`` the true class ``y`` and
+``pairs[:, 1]`` the target ``t``; it is ascended, and the attack succeeds when the prediction
+leaves ``y`` (for any class). :func:`target_form` maps a name to it.
 """
 from typing import Callable, Dict, Union
 

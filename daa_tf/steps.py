@@ -1,7 +1,8 @@
-"""Step rules: the direction hook of the sign-gradient loop (foolbox-style).
+"""Step rules: the direction hook of the compiled loop (foolbox-style).
 
-Every attack here is ``x <- proj(x + a * sign(V))``; a rule maps the loss gradient ``G`` to ``V``
-(docs/algorithms.md: PGD, momentum PGD, DAA-BLOB, DAA-DGF).
+A rule maps the loss gradient ``G`` to the direction ``V`` (docs/algorithms.md: PGD, momentum PGD,
+DAA-BLOB, DAA-DGF); the schedule (:mod:`daa_tf.schedules`) then moves ``x`` along it: PGD's
+``x <- proj(x + a * sign(V))`` or APGD's step-size schedule, with any rule.
 Rules are static configuration (hashable, so compiled loops can be cached per rule); the numbers a
 user may vary between calls (``decay``, ``c``) arrive as tensors in ``params`` so that changing them
 never retraces.
@@ -22,8 +23,8 @@ class StepRule(Protocol):
 
     ``init_state(x, params)`` gives the rule's loop state (a tuple of tensors, possibly empty)
     for starting points ``x`` ``[N, ...]``; ``direction(grad, x, state, params)`` maps the loss
-    gradient ``grad`` (``x``'s shape) at ``x`` to ``(V, new_state)``; the loop then steps
-    ``x <- proj(x + a * sign(V))``.
+    gradient ``grad`` (``x``'s shape) at ``x`` to ``(V, new_state)``; the loop's schedule then
+    moves ``x`` along ``V`` (PGD: ``x <- proj(x + a * sign(V))``).
     """
 
     def init_state(self, x: tf.Tensor, params: Params) -> State: ...

@@ -111,6 +111,12 @@ class AdversarialTrainer(keras.Model):
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
+    def compile_from_config(self, config: dict) -> None:
+        """Recompiles a model loaded from a ``.keras`` file (Keras skips overridden compiles)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # ----------------------------------------------------------------------- the inner attack
 
     def adversarial_count(self, n: Any) -> Any:

@@ -245,7 +245,8 @@ def test_the_defaults_are_the_papers():
              for name, c in registry.CHALLENGES.items()}
     assert table == {"mnist": (0.3, 0.01, 200, 50, 200, 10),
                      "fashion_mnist": (0.2, 0.01, 100, 10, 200, 10),
-                     "cifar10": (8.0, 2.0, 20, 1, 200, 10)}
+                     "cifar10": (8.0, 2.0, 20, 1, 200, 10),
+                     "imagenet": (2 / 255, 0.25 / 255, 50, 1, 32, 10)}
     assert registry.CHALLENGES["mnist"].format.shape() == (10000, 784)
     assert registry.CHALLENGES["cifar10"].format.shape() == (10000, 32, 32, 3)
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 import daa_tf
 from daa_tf import attacks, loop, losses, multitarget
 from tests import numpy_reference as ref
-from tests.test_apgd import CLASSES, N, SHAPE, dense_model
+from tests.test_apgd import N, SHAPE, dense_model
 
 EPS, STEP, STEPS = 0.04, 0.01, 5
 

@@ -237,6 +237,11 @@ def test_keras_callbacks_and_serialization(tmp_path):
         (trainer.attack, 0.5, 4, trainer.settings)
     clone.load_weights(str(path))
     np.testing.assert_array_equal(clone.predict(x, verbose=0), trainer.predict(x, verbose=0))
+    trainer.save(tmp_path / "t.keras")
+    loaded = keras.models.load_model(tmp_path / "t.keras")
+    assert isinstance(loaded, training.AdversarialTrainer) and loaded.settings == trainer.settings
+    assert int(loaded.optimizer.iterations.numpy()) == 2
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), trainer.predict(x, verbose=0))
 
 
 def test_invalid_settings():

@@ -12,7 +12,7 @@ from daa_tf import catalogue
 
 from challenges import cli, options, registry, resolve, submission
 from challenges.report import make_report, plots
-from challenges.report.settings import PAPER_ATTACKS, ReportConfig, ReportError
+from challenges.report.settings import PAPER_ATTACKS, PAPER_LOSSES, ReportConfig, ReportError
 
 MODULE = "challenges.report"
 
@@ -33,7 +33,8 @@ def define_flags() -> None:
                         "and every attack's saved result.")
     flags.DEFINE_list("attacks", list(PAPER_ATTACKS), "Attacks, the table's rows, of: "
                       + ", ".join(catalogue.ATTACKS) + ".")
-    flags.DEFINE_list("losses", list(catalogue.LOSSES), "Losses, the table's columns.")
+    flags.DEFINE_list("losses", list(PAPER_LOSSES), "Losses, the table's columns, of: "
+                      + ", ".join(catalogue.LOSSES) + ".")
     flags.DEFINE_float("fgsm_step_size", None, "One-step attacks' step (default: --epsilon; on "
                        "the eps grid it scales with eps).")
     for attack in catalogue.DAA_ATTACKS:
