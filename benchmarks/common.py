@@ -2,8 +2,11 @@
 model and data (or random stand-ins), timing by interleaved repeats, peak memory and the tables.
 
 A section is a function of one :class:`Context` returning rows (dicts), registered with
-:func:`section` together with its table's columns; ``benchmarks.run`` runs the ones asked for.
+:func:`section` together with its table's columns, the models it is measured on, its own
+(prefixed) command-line arguments and whether it runs by default; ``benchmarks.run`` runs the
+ones asked for (``--sections``; default: those registered with ``default=True``).
 """
+import argparse
 import dataclasses
 import os
 import time
@@ -48,8 +51,10 @@ class Context:
 
 @dataclasses.dataclass(frozen=True)
 class Section:
-    """A registered section: its table's title and columns, the function making its rows, and
-    how many images it needs (from the arguments)."""
+    """A registered section: its table's title and columns, the function making its rows, how
+    many images it needs (from the arguments), the models it is measured on, the hook adding its
+    own arguments to ``benchmarks.run``'s parser (named ``--<section>-...``; None: it has none)
+    and whether it runs when ``--sections`` is not given."""
 
     name: str
     title: str
@@ -57,6 +62,8 @@ class Section:
     run: Callable[[Context], List[Row]]
     examples: Callable[[Any], int]
     models: Tuple[str, ...] = ("mnist", "cifar10")
+    arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
+    default: bool = True
 
 
 SECTIONS: Dict[str, Section] = {}
@@ -64,13 +71,22 @@ SECTIONS: Dict[str, Section] = {}
 
 def section(name: str, title: str, columns: Sequence[Column],
             examples: Callable[[Any], int] = lambda args: args.batch,
-            models: Tuple[str, ...] = ("mnist", "cifar10")
+            models: Tuple[str, ...] = ("mnist", "cifar10"),
+            arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+            default: bool = True
             ) -> Callable[[Callable[[Context], List[Row]]], Callable[[Context], List[Row]]]:
-    """Registers the decorated function as section ``name`` (in definition order)."""
+    """Registers the decorated function as section ``name`` (in definition order); see
+    :class:`Section` for ``arguments`` and ``default``."""
     def register(fn: Callable[[Context], List[Row]]) -> Callable[[Context], List[Row]]:
-        SECTIONS[name] = Section(name, title, tuple(columns), fn, examples, models)
+        SECTIONS[name] = Section(name, title, tuple(columns), fn, examples, models, arguments,
+                                 default)
         return fn
     return register
+
+
+def default_sections() -> List[str]:
+    """The sections run when ``--sections`` is not given (registration order)."""
+    return [name for name, s in SECTIONS.items() if s.default]
 
 
 def format_table(name: str, rows: List[Row]) -> str:
@@ -131,20 +147,31 @@ def median(values: Sequence[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
-def interleaved(runs: Dict[str, Callable[[], Any]], repeats: int
+def interleaved(runs: Dict[str, Callable[[], Any]], repeats: int, rotate: bool = False,
+                cpu_times: Optional[Dict[str, List[float]]] = None
                 ) -> Tuple[Dict[str, float], Dict[str, List[float]], Dict[str, Optional[float]]]:
-    """First-call seconds, the timed repeats (A B A B ...) and the peak memory of each run."""
+    """First-call seconds, the timed repeats (A B A B ...) and the peak memory of each run.
+
+    ``rotate``: the order rotates every round (A B C, B C A, ...). ``cpu_times``: when given,
+    filled with each timed call's process CPU seconds (all threads) by run name."""
     first, times, peaks = {}, {name: [] for name in runs}, {name: None for name in runs}
+    names = list(runs)
+    if cpu_times is not None:
+        cpu_times.update({name: [] for name in names})
     for name, fn in runs.items():
         started = time.perf_counter()
         fn()
         first[name] = time.perf_counter() - started
-    for _ in range(repeats):
-        for name, fn in runs.items():
+    for r in range(repeats):
+        shift = r % len(names) if rotate and names else 0
+        for name in names[shift:] + names[:shift]:
+            fn = runs[name]
             reset_peak_memory()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - started)
+            if cpu_times is not None:
+                cpu_times[name].append(time.process_time() - cpu_started)
             peak = peak_memory_mb()
             if peak is not None:
                 peaks[name] = max(peaks[name] or 0.0, peak)

@@ -1,7 +1,7 @@
 """Speed benchmarks of the attacks: ``python -m benchmarks.run [--json PATH|-] [options]``.
 
-Sections (``--sections``, default all; each a function of one :class:`benchmarks.common.Context`
-registered with :func:`benchmarks.common.section`):
+Sections (``--sections``, default all but ``training``; each a function of one
+:class:`benchmarks.common.Context` registered with :func:`benchmarks.common.section`):
 
 - ``steps``: step time of the gradient floor (a ``tf.while_loop`` doing only the gradient of the
   summed loss and an add), PGD, momentum PGD, DAA-BLOB and DAA-DGF on one batch, as medians of
@@ -16,6 +16,14 @@ registered with :func:`benchmarks.common.section`):
   the DAA authors' design re-created in :mod:`benchmarks.authors` (TF1 graph, a session run per
   step, the kernel on the host) and timed in the same invocation, alternated; also against the
   authors' code as timed once on the project's machine (``AUTHORS_SECONDS``).
+- ``groups``: the DAA group size against the model's input gradient (:mod:`benchmarks.imagenet`;
+  on ``--model imagenet`` the only section).
+- ``training`` (MNIST; not run by default, it takes minutes): adversarial-training step time of
+  :class:`daa_tf.training.AdversarialTrainer` against a bare ``tf.function`` step (and ART's
+  trainer when importable), and the outcome of a short training run (:mod:`benchmarks.training`;
+  its arguments are ``--training-...``): ``python -m benchmarks.run --sections training``.
+
+A section's own arguments are named after it (``--large-...``, ``--paper-...``, ``--training-...``).
 
 The MadryLab models and data are read from the shared fixtures when present (``DAA_TF_SHARED``, or
 ``../shared`` beside the checkout); otherwise randomly initialised models of the same architectures
@@ -34,8 +42,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import paper, speed  # noqa: F401 - importing them registers their sections
 from benchmarks import imagenet  # noqa: F401 - registers the groups section
-from benchmarks.common import (SECTIONS, SETTINGS, Context, build_model, format_table, load_data,
-                               set_fast_input_gradient)
+from benchmarks import training  # noqa: F401 - registers the training section (not by default)
+from benchmarks.common import (SECTIONS, SETTINGS, Context, build_model, default_sections,
+                               format_table, load_data, set_fast_input_gradient)
 from benchmarks.speed import STEP_ATTACKS
 
 
@@ -44,7 +53,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=sorted(SETTINGS), default="mnist")
-    p.add_argument("--sections", default=",".join(SECTIONS),
+    p.add_argument("--sections", default=",".join(default_sections()),
                    help=f"comma-separated, of {', '.join(SECTIONS)}")
     p.add_argument("--attacks", default=",".join(STEP_ATTACKS),
                    help=f"steps section, comma-separated, of {', '.join(STEP_ATTACKS)}")
@@ -87,6 +96,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--inter-threads", type=int, default=0, help="0: TensorFlow's default")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the results as JSON to PATH ('-': stdout, tables to stderr)")
+    for registered in SECTIONS.values():  # the sections' own --<section>-... arguments
+        if registered.arguments is not None:
+            registered.arguments(p)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.sections = [s for s in args.sections.split(",") if s]

@@ -5,7 +5,7 @@ import tensorflow as tf
 import keras
 
 import daa_tf
-from daa_tf import attacks, loop
+from daa_tf import attacks, catalogue, loop
 from daa_tf.losses import get_loss
 from tests import numpy_reference as ref
 
@@ -150,9 +150,10 @@ def test_bound_box_and_determinism(model, data, name):
     x0[0] = 0.0  # pixels at the box edges
     x0[1] = 1.0
     kw = dict(eps=EPS, random_start=True)
-    if name != "fgsm":
+    spec = catalogue.get_spec(name)
+    if not spec.one_step:
         kw.update(step_size=0.1, steps=6)
-    if name.startswith("daa"):
+    if spec.interacting:
         kw["particles"] = PARTICLES
     fn = attacks.ATTACK_FUNCTIONS[name]
     a = fn(model, x0, y, seed=3, **kw).numpy()

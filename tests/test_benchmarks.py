@@ -3,6 +3,7 @@ baseline computes the paper's BLOB direction."""
 import json
 
 import numpy as np
+import pytest
 
 from benchmarks import authors
 
@@ -17,6 +18,21 @@ SMOKE = ["--random", "--batch", "8", "--particles", "4", "--steps", "2", "--repe
          "--paper-examples", "8", "--paper-steps", "10", "--paper-repeats", "1"]
 
 
+DEFAULT_SECTIONS = ["paper", "steps", "driver", "compile", "large", "groups"]
+
+
+def test_sections_register_their_arguments_and_defaults():
+    assert bench.parse_args([]).sections == DEFAULT_SECTIONS
+    assert "training" in bench.SECTIONS and not bench.SECTIONS["training"].default
+    args = bench.parse_args(["--sections", "training", "--training-block", "3",
+                             "--training-contenders", "fit,bare"])
+    assert args.sections == ["training"]
+    assert args.training_block == 3 and args.training_contenders == ["fit", "bare"]
+    assert bench.parse_args(["--sections", "training", "--model", "cifar10"]).sections == []
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--training-contenders", "nope"])
+
+
 def test_benchmark_runs_and_reports_every_section(tmp_path, capsys):
     threshold = particles.TILE_THRESHOLD
     path = tmp_path / "bench.json"
@@ -25,9 +41,9 @@ def test_benchmark_runs_and_reports_every_section(tmp_path, capsys):
     assert particles.TILE_THRESHOLD == threshold  # the override does not leak
 
     saved = json.loads(path.read_text())
-    assert set(saved) == {"meta", *bench.SECTIONS}
+    assert set(saved) == {"meta", *DEFAULT_SECTIONS}  # not training: it is not a default one
     assert saved["meta"]["tensorflow"] and saved["meta"]["command"].startswith("python -m")
-    for section in bench.SECTIONS:
+    for section in DEFAULT_SECTIONS:
         keys = [key for key, _, _ in bench.SECTIONS[section].columns]
         assert saved[section], section
         for row in saved[section]:

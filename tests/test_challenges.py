@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -102,6 +102,25 @@ def test_mnist_daa_blob_writes_a_valid_file_the_evaluator_agrees_with(mnist_run,
 
 
 @pytest.mark.slow
+def interrupt_once_saved(args: List[str], state: Path, sig: int) -> Tuple[int, str]:
+    """Starts ``args``, sends ``sig`` once the resumable ``state`` exists (after the first
+    restart); returns the exit status and stderr."""
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert state.exists(), "no state file after the first restart"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(mnist_run, shared, tmp_path):
     expected, _ = mnist_run
     output = tmp_path / "attack.npy"
@@ -109,20 +128,9 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(mnist_run, share
     options = {**MNIST_DAA, **mnist_fixtures(shared), "output": output}
     np.save(output, np.zeros(3))  # an old file: the interrupted run must leave it untouched
     old = output.read_bytes()
-    proc = subprocess.Popen(command("challenges.mnist", options), cwd=REPO_ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert state.exists(), "no state file after the first restart"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    returncode, err = interrupt_once_saved(command("challenges.mnist", options), state,
+                                           signal.SIGINT)
+    assert returncode == 130, err
     assert output.read_bytes() == old and state.exists()
     assert "interrupted" in err and "--resume" in err
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -17,6 +16,7 @@ import pytest
 
 from challenges import runner
 from challenges.resolve import SetupError
+from tests.test_challenges import interrupt_once_saved
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -182,20 +182,8 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(baseline, files,
     output = tmp_path / "adv.npy"
     state = Path(runner.state_path(str(output)))
     options = {"model": files["logits"], "data": files["data"], **DAA, "output": output}
-    proc = subprocess.Popen(command(options), cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert state.exists(), "no state file after the first restart"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    returncode, err = interrupt_once_saved(command(options), state, signal.SIGTERM)
+    assert returncode == 130, err
     assert not output.exists() and not Path(f"{output}.json").exists() and state.exists()
     assert "interrupted" in err and "python -m challenges.attack" in err and "--resume" in err
 
@@ -257,36 +245,52 @@ def test_model_spec_resolution(files, shared, tmp_path):
         model_source.parse(str(tmp_path))
 
 
+SAVED_MODEL_FALLBACK = """
+import sys
+import numpy as np
+import tensorflow as tf
+from challenges import model_source
+from challenges.resolve import SetupError
+
+class TwoHeads(tf.Module):
+    def __init__(self):
+        self.w = tf.Variable(tf.reshape(tf.range(12, dtype=tf.float32), [4, 3]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def __call__(self, x):
+        return x @ self.w
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def heads(self, x):
+        return {"a": x @ self.w, "b": -(x @ self.w)}
+
+folder = sys.argv[1]
+module = TwoHeads()
+tf.saved_model.save(module, folder + "/two", signatures={"serving_default": module.heads})
+fn, how, shape = model_source.saved_model_logits(tf.saved_model.load(folder + "/two"), "two")
+assert how == "__call__" and shape == (4,), (how, shape)
+x = tf.ones([2, 4])
+np.testing.assert_allclose(fn(x).numpy(), (x @ module.w).numpy())
+bare = tf.Module()
+bare.v = tf.Variable(1.0)
+tf.saved_model.save(bare, folder + "/bare")
+try:
+    model_source.saved_model_logits(tf.saved_model.load(folder + "/bare"), "bare")
+except SetupError as err:
+    assert "no logits function" in str(err), err
+else:
+    raise AssertionError("a SavedModel without logits function was accepted")
+print("ok")
+"""
+
+
 def test_saved_model_logits_signature_then_call(tmp_path):
-    import tensorflow as tf
-
-    from challenges import model_source
-
-    class TwoHeads(tf.Module):
-        def __init__(self):
-            self.w = tf.Variable(tf.reshape(tf.range(12, dtype=tf.float32), [4, 3]))
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
-        def __call__(self, x):
-            return x @ self.w
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
-        def heads(self, x):
-            return {"a": x @ self.w, "b": -(x @ self.w)}
-
-    module = TwoHeads()
-    tf.saved_model.save(module, str(tmp_path / "two"), signatures={"serving_default": module.heads})
-    loaded = tf.saved_model.load(str(tmp_path / "two"))
-    fn, how, shape = model_source.saved_model_logits(loaded, "two")
-    assert how == "__call__" and shape == (4,)
-    x = tf.ones([2, 4])
-    np.testing.assert_allclose(fn(x).numpy(), (x @ module.w).numpy())
-
-    bare = tf.Module()
-    bare.v = tf.Variable(1.0)
-    tf.saved_model.save(bare, str(tmp_path / "bare"))
-    with pytest.raises(SetupError, match="no logits function"):
-        model_source.saved_model_logits(tf.saved_model.load(str(tmp_path / "bare")), "bare")
+    """A two-output serving_default falls back to ``__call__``; neither is refused. In a process
+    of its own: TensorFlow can mix up restored functions of several SavedModels saved and loaded
+    in one process (seen in the full suite, never in a CLI run, which loads one model)."""
+    done = subprocess.run([sys.executable, "-c", SAVED_MODEL_FALLBACK, str(tmp_path)],
+                          cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
 
 
 def test_probabilities_wrong_class_counts_and_layouts_are_refused(files):

@@ -326,15 +326,33 @@ def test_cli_trains_checkpoints_is_interrupted_and_resumes(shared, tmp_path):
     assert model(np.zeros((1, 784), np.float32)).shape == (1, 10)
 
 
-def test_benchmark_smoke(shared, capsys):
-    """``python -m benchmarks.training`` at minimal sizes: structure only, never timings."""
-    from benchmarks import training as bench
+def test_benchmark_smoke(shared, tmp_path, capsys):
+    """``python -m benchmarks.run --sections training`` at minimal sizes: structure only, never
+    timings."""
+    import json
 
-    results = bench.main(["--batch", "4", "--steps", "1", "--block", "1", "--repeats", "1",
-                          "--contenders", "bare,fit", "--outcome-steps", "2",
-                          "--eval-examples", "8", "--eval-steps", "1"])
-    assert [row["contender"] for row in results["speed"]] == ["bare", "fit"]
-    assert results["speed"][0]["vs_bare"] == 1.0 and results["speed"][1]["s_per_step"] > 0
-    assert 0 <= results["outcome"]["pgd1_accuracy"] <= 1
-    assert 0 <= results["outcome"]["natural_accuracy"] <= 1
-    assert "## speed" in capsys.readouterr().out
+    from benchmarks import run as bench
+
+    path = tmp_path / "training.json"
+    bench.main(["--sections", "training", "--batch", "4", "--training-batch", "4",
+                "--training-steps", "1", "--training-block", "1", "--training-repeats", "1",
+                "--training-contenders", "bare,fit", "--training-outcome-steps", "2",
+                "--training-eval-examples", "8", "--training-eval-steps", "1",
+                "--json", str(path)])
+    saved = json.loads(path.read_text())
+    assert set(saved) == {"meta", "training"}
+    assert saved["meta"]["command"].startswith("python -m benchmarks.run --sections training")
+    rows = saved["training"]
+    assert [(row["part"], row["contender"]) for row in rows] == [
+        ("speed", "bare"), ("speed", "fit"), ("outcome", "fit")]
+    speed, outcome = rows[:2], rows[2]
+    assert speed[0]["vs_bare"] == 1.0 and speed[1]["s_per_step"] > 0
+    for row in speed:
+        assert row["batch"] == 4 and row["steps"] == 1 and row["eps"] == 0.3
+        assert row["cpu_s_per_step"] > 0 and len(row["repeats_s_per_step"]) == 1
+    assert outcome["train_steps"] == 2 and outcome["test_examples"] == 8
+    assert 0 <= outcome["pgd_accuracy"] <= 1 and 0 <= outcome["natural_accuracy"] <= 1
+    printed = capsys.readouterr().out
+    assert "## training:" in printed
+    for _, header, _ in bench.SECTIONS["training"].columns:
+        assert header in printed

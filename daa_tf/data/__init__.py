@@ -65,27 +65,36 @@ def _take(x: np.ndarray, y: np.ndarray, num_examples: Optional[int], what: str) 
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
-def _load_idx_dataset(tfds_name: str, split: str, data_dir: Optional[PathLike],
-                      num_examples: Optional[int]) -> Arrays:
+def _load(name: str, split: str, data_dir: Optional[PathLike], num_examples: Optional[int],
+          expected: str, read_folder: Callable[[Path, str], Optional[Arrays]],
+          finish: Callable[[np.ndarray, np.ndarray, str], Arrays]) -> Arrays:
+    """``name``/``split`` from ``data_dir`` (``read_folder``'s files, else an ``.npz``) or, without
+    it, from the original files downloaded through tensorflow-datasets; ``finish`` converts the
+    pixels; the first ``num_examples`` kept. ``expected`` names the files in error messages."""
     _check_args(split, num_examples)
-    expected = (f"{IDX_PREFIX[split]}-images-idx3-ubyte.gz and "
-                f"{IDX_PREFIX[split]}-labels-idx1-ubyte.gz (or an .npz with 'x' and 'y')")
     if data_dir is None:
-        x, y = _from_tfds(tfds_name, split, expected)
-        source = f"tfds {tfds_name}"
+        (x, y), source = _from_tfds(name, split, expected), f"tfds {name}"
     else:
         folder = Path(data_dir)
-        found = idx_from_dir(folder, split) if folder.is_dir() else None
+        found = read_folder(folder, split) if folder.is_dir() else None
         source = str(folder)
         if found is None:
             npz = npz_file(folder, split)
             if npz is None:
-                raise DataNotFoundError(f"no {tfds_name} {split} data in {folder}: expected "
+                raise DataNotFoundError(f"no {name} {split} data in {folder}: expected "
                                         f"{expected} there")
             found, source = read_npz(npz), str(npz)
         x, y = found
-    x, y = finish_mnist(x, y, source)
-    return _take(x, y, num_examples, f"{tfds_name} {split} ({source})")
+    x, y = finish(x, y, source)
+    return _take(x, y, num_examples, f"{name} {split} ({source})")
+
+
+def _load_idx_dataset(name: str, split: str, data_dir: Optional[PathLike],
+                      num_examples: Optional[int]) -> Arrays:
+    expected = (f"{IDX_PREFIX[split]}-images-idx3-ubyte.gz and "
+                f"{IDX_PREFIX[split]}-labels-idx1-ubyte.gz (or an .npz with 'x' and 'y')"
+                if split in IDX_PREFIX else "")
+    return _load(name, split, data_dir, num_examples, expected, idx_from_dir, finish_mnist)
 
 
 def load_mnist(split: str = "test", data_dir: Optional[PathLike] = None,
@@ -120,25 +129,10 @@ def load_cifar10(split: str = "test", data_dir: Optional[PathLike] = None,
     downloaded and extracted once under ``<TFDS_DATA_DIR>/downloads``, its ``test_batch.bin`` (or
     ``data_batch_1..5.bin``) read in order -- the same images and order as the python batches.
     """
-    _check_args(split, num_examples)
     expected = (f"the CIFAR-10 python batches ({', '.join(CIFAR_BATCHES[split])}) or "
-                "cifar-10-batches-py/ (or an .npz with 'x' [N, 32, 32, 3] and 'y')")
-    if data_dir is None:
-        x, y = _from_tfds("cifar10", split, expected)
-        source = "tfds cifar10"
-    else:
-        folder = Path(data_dir)
-        found = cifar_from_dir(folder, split) if folder.is_dir() else None
-        source = str(folder)
-        if found is None:
-            npz = npz_file(folder, split)
-            if npz is None:
-                raise DataNotFoundError(f"no cifar10 {split} data in {folder}: expected {expected} "
-                                        "there")
-            found, source = read_npz(npz), str(npz)
-        x, y = found
-    x, y = finish_cifar(x, y, source)
-    return _take(x, y, num_examples, f"cifar10 {split} ({source})")
+                "cifar-10-batches-py/ (or an .npz with 'x' [N, 32, 32, 3] and 'y')"
+                if split in CIFAR_BATCHES else "")
+    return _load("cifar10", split, data_dir, num_examples, expected, cifar_from_dir, finish_cifar)
 
 
 LOADERS: dict = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10}
