@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import keras
 import numpy as np
@@ -166,151 +166,247 @@ def _loop_outputs(model: compiled.Model, cfg: attacks.AttackConfig, strategy: An
     return out if cfg.best else (out,)
 
 
-def run(model: compiled.Model, x: Any, y: Any,
-        attack: Union[str, catalogue.AttackSettings] = "daa_blob", restarts: int = 1,
-        steps_per_round: int = catalogue.DEFAULT_STEPS_PER_ROUND, batch_size: Optional[int] = None, seed: int = 0,
-        verbose: int = 1, state_path: Optional[str] = None, resume: bool = False,
-        strategy: Optional[tf.distribute.Strategy] = None,
-        on_restart: Optional[Callable[[int, float, float], None]] = None,
-        early_stop: Optional[bool] = None, **attack_params: Any) -> RunResult:
-    """Runs ``attack`` over the whole set ``x`` ``[N, ...]`` with labels ``y`` ``[N]``.
+@dataclasses.dataclass
+class _Plan:
+    """What one call of :func:`run` fixes before attacking: the model and configuration, the
+    checked data (``x0`` float32, ``y`` int32), throughput, early stop, MultiTargeted's target
+    classes ``[N, k]`` (or None), the ODI start's configuration (or None) and the rounds."""
 
-    ``attack``: a name of :data:`daa_tf.catalogue.ATTACKS` with ``attack_params`` its settings
-    (``eps``, ``step_size``, ...), or validated :class:`daa_tf.catalogue.AttackSettings` (then
-    ``attack_params``, if any, replace some of them). The settings (``eps``, ``step_size``, ``steps``, ``loss``,
-    ``random_start``, ``clip_min``, ``clip_max``, ``targeted``, ``c``, ``particles``, ``decay``,
-    ``init``, ``odi_steps``, ``odi_step_size``, ``targets``, ``best``,
-    ``jit_compile``; see :mod:`daa_tf.attacks`). ``batch_size`` is throughput only (for DAA a
-    multiple of ``particles``). With ``state_path`` the merged state is saved after every restart;
-    ``resume=True`` continues from it (the result equals an uninterrupted run; a state with more
-    restarts than asked for is refused). ``on_restart(index, accuracy, seconds)`` is called after
-    each restart with that restart's own accuracy and wall time. With a
-    ``strategy`` (``tf.distribute``; create the model under its scope) each call runs one batch per
-    replica (``batch_size`` is per replica; see :mod:`daa_tf.distribute`): the result is the same.
-    ``early_stop`` (default: on for attacks whose examples do not interact, refused for DAA):
-    examples already fooled are not attacked again by later restarts or target runs; the merged
-    result is the same (docs/algorithms.md#early-stop). The result reports the gradient budget
-    per image and the gradients actually spent (:class:`RunResult`).
-    """
+    model: compiled.Model
+    cfg: attacks.AttackConfig
+    x0: np.ndarray
+    y: np.ndarray
+    seed: int
+    batch_size: int
+    strategy: Optional[tf.distribute.Strategy]
+    early: bool
+    targets: Optional[np.ndarray]
+    odi_cfg: Optional[attacks.AttackConfig]
+    classes: int
+    rounds: List[int]
+
+    @property
+    def n(self) -> int:
+        return len(self.x0)
+
+    @property
+    def runs(self) -> int:
+        """Attack runs per restart: one per target class (MultiTargeted), else one."""
+        return self.targets.shape[1] if self.targets is not None else 1
+
+    @property
+    def per_run(self) -> int:
+        """Model gradients per image and run (the ODI start's and the attack's steps)."""
+        s = self.cfg.settings
+        return s.odi_steps + s.steps
+
+    @property
+    def stride(self) -> int:
+        """Examples per compiled call over all replicas."""
+        return self.batch_size * distribute.num_replicas(self.strategy)
+
+
+def _plan(model: compiled.Model, x: Any, y: Any, attack: Union[str, catalogue.AttackSettings],
+          steps_per_round: int, batch_size: Optional[int], seed: int,
+          strategy: Optional[tf.distribute.Strategy], early_stop: Optional[bool],
+          attack_params: Dict[str, Any]) -> _Plan:
+    """Validates the inputs and settings and fixes everything the restarts share."""
     cfg = attacks.make_config(attack, **attack_params)
     s = cfg.settings
     x0 = validation.as_batch(x, np.float32, "x")
     y = np.asarray(y)
     validation.check_batch(x0, y, s.clip_min, s.clip_max)
     y = y.astype(np.int32)
-    restarts = catalogue.whole_number("restarts", restarts, 1)
     steps_per_round = catalogue.whole_number("steps_per_round", steps_per_round, 1)
     if early_stop and cfg.interacting:
         raise ValueError(f"early_stop does not apply to {s.attack}: DAA's particles are the whole "
                          "set, fooled examples included")
-    early = (not cfg.interacting) if early_stop is None else bool(early_stop)
-    n = len(x0)
     problem = catalogue.batch_size_error(s.attack, batch_size, s.particles)
     if problem:
         raise ValueError(problem)
-    batch_size = catalogue.default_batch_size(s, n) if batch_size is None else int(batch_size)
+    batch_size = (catalogue.default_batch_size(s, len(x0)) if batch_size is None
+                  else int(batch_size))
     logits_fn = compiled.compiled_logits(model, cfg.jit_compile)
     validation.check_model_output(logits_fn, x0[:32], y)
     targets = None
     if s.targets:
         _, _, clean_logits = evaluate(model, x0, y, s.loss, batch_size, cfg.jit_compile)
         targets = multi.target_classes(clean_logits, y, s.targets)
-    classes = int(logits_fn(tf.constant(x0[:1])).shape[-1]) if s.odi_steps else 0
-    odi_cfg = attacks.odi_config(cfg) if s.odi_steps else None
+    rounds = (round_lengths(s.steps, steps_per_round)
+              if cfg.interacting and not cfg.schedule.needs_values else [s.steps])
+    return _Plan(model=model, cfg=cfg, x0=x0, y=y, seed=seed, batch_size=batch_size,
+                 strategy=strategy,
+                 early=(not cfg.interacting) if early_stop is None else bool(early_stop),
+                 targets=targets, odi_cfg=attacks.odi_config(cfg) if s.odi_steps else None,
+                 classes=int(logits_fn(tf.constant(x0[:1])).shape[-1]) if s.odi_steps else 0,
+                 rounds=rounds)
 
-    fingerprint = _fingerprint(s, x0, y, seed, steps_per_round, early)
-    merged: Optional[_Merged] = None
-    if state_path and resume and os.path.exists(state_path):
-        merged = _Merged.load(state_path, fingerprint)
-    done = len(merged.restart_accuracies) if merged else 0
+
+class _Progress:
+    """The progress bar in image-steps (one per model gradient of one image)."""
+
+    def __init__(self, total: int, verbose: int, done: int = 0,
+                 accuracy: Optional[float] = None) -> None:
+        self.verbose, self.count = verbose, done
+        self.bar = keras.utils.Progbar(total, verbose=verbose, stateful_metrics=["accuracy"],
+                                       unit_name="image-step")
+        if verbose and done:
+            self.bar.update(done, values=[("accuracy", accuracy)])
+
+    def advance(self, image_steps: int, accuracy: Optional[float] = None) -> None:
+        self.count += image_steps
+        if self.verbose:
+            self.bar.update(self.count, values=None if accuracy is None
+                            else [("accuracy", accuracy)])
+
+
+def _odi_start(plan: _Plan, active: np.ndarray, x_r: np.ndarray, run_seed: tf.Tensor,
+               progress: _Progress) -> None:
+    """The ODI start of the ``active`` examples, in place in ``x_r`` (examples are independent:
+    batches in order)."""
+    s = plan.cfg.settings
+    w = attacks.odi_weights(run_seed, plan.n, plan.classes).numpy()
+    for idx in _batches(active, plan.stride):
+        x_r[idx] = _loop_outputs(plan.model, plan.odi_cfg, plan.strategy, plan.x0[idx], w[idx],
+                                 x_r[idx], s.odi_steps, plan.batch_size)[0]
+        progress.advance(len(idx) * s.odi_steps)
+
+
+def _attack_rounds(plan: _Plan, active: np.ndarray, x_r: np.ndarray, labels: np.ndarray,
+                   rng: np.random.Generator, progress: _Progress) -> np.ndarray:
+    """The attack's rounds over the ``active`` examples (DAA: each round on a new permutation),
+    ``x_r`` updated in place; returns each example's result: the last iterate, or its best one
+    with ``best``."""
+    cfg = plan.cfg
+    tracked = None
+    if cfg.best:
+        tracked = (x_r.copy(), np.full(plan.n, -np.inf, np.float32), np.zeros(plan.n, bool))
+    for length in plan.rounds:
+        if not cfg.interacting:
+            order = active
+        else:
+            order = rng.permutation(plan.n) if len(active) == plan.n else rng.permutation(active)
+        for idx in _batches(order, plan.stride):
+            out = _loop_outputs(plan.model, cfg, plan.strategy, plan.x0[idx], labels[idx],
+                                x_r[idx], length, plan.batch_size)
+            x_r[idx] = out[0]
+            if tracked is not None:
+                state = [part[idx] for part in tracked]
+                iterates.merge(*state, *out[1:])
+                for part, value in zip(tracked, state):
+                    part[idx] = value
+            progress.advance(len(idx) * length)
+    return tracked[0] if tracked is not None else x_r
+
+
+def _restart(plan: _Plan, merged: Optional[_Merged], restart: int, progress: _Progress
+             ) -> Tuple[_Merged, np.ndarray, int]:
+    """Restart ``restart``: every run (one per target class) from its own start, merged into
+    the worst case. Returns the merged state, which examples this restart fooled (or, with early
+    stop, an earlier one did) and the model gradients spent."""
+    s = plan.cfg.settings
+    n, y = plan.n, plan.y
+    restart_seed = attacks.seed_tensor(plan.seed, restart)
+    restart_success = np.zeros(n, bool)
+    spent = 0
+    for k in range(plan.runs):
+        run_seed = attacks.target_seed(restart_seed, k) if s.targets else restart_seed
+        active = np.arange(n)
+        if plan.early and merged is not None:
+            active = np.flatnonzero(~merged.fooled)
+            restart_success |= merged.fooled
+        if not len(active):  # every example fooled already
+            progress.advance(n * plan.per_run)
+            continue
+        x_r = attacks.start_points(plan.cfg, tf.constant(plan.x0), run_seed).numpy()
+        labels = y if plan.targets is None else multi.target_pairs(y, plan.targets, k)
+        if plan.odi_cfg is not None:
+            _odi_start(plan, active, x_r, run_seed, progress)
+        rng = np.random.default_rng([plan.seed, restart] + ([k] if s.targets else []))
+        points = _attack_rounds(plan, active, x_r, labels, rng, progress)
+        spent += len(active) * plan.per_run
+        progress.advance((n - len(active)) * plan.per_run)
+        pred, loss, _ = evaluate(plan.model, points[active], y[active], s.loss, plan.batch_size,
+                                 plan.cfg.jit_compile)
+        success = (pred == y[active]) if s.targeted else (pred != y[active])
+        score = -loss if s.targeted else loss
+        restart_success[active] |= success
+        if merged is None:  # the first run: every example active
+            merged = _Merged(points, score, success.copy(), [])
+        else:
+            merged.update(active, points[active], score, success)
+    return merged, restart_success, spent
+
+
+def _resumed_state(state_path: Optional[str], resume: bool, fingerprint: str,
+                   restarts: int) -> Optional[_Merged]:
+    """The saved state to continue from, if asked for and present (checked against this run)."""
+    if not (state_path and resume and os.path.exists(state_path)):
+        return None
+    merged = _Merged.load(state_path, fingerprint)
+    done = len(merged.restart_accuracies)
     if done > restarts:
         raise ValueError(f"the saved state {state_path} holds {done} restarts, more than the "
                          f"{restarts} asked for; ask for at least {done} or start afresh")
+    return merged
 
-    rounds = (round_lengths(s.steps, steps_per_round)
-              if cfg.interacting and not cfg.schedule.needs_values else [s.steps])
-    runs = targets.shape[1] if targets is not None else 1
-    per_run = s.odi_steps + s.steps  # gradients per image and run
-    progbar = keras.utils.Progbar(restarts * runs * n * per_run, verbose=verbose,
-                                  stateful_metrics=["accuracy"], unit_name="image-step")
-    progress = done * runs * n * per_run
-    if verbose and done:
-        progbar.update(progress, values=[("accuracy", merged.restart_accuracies[-1])])
+
+def run(model: compiled.Model, x: Any, y: Any,
+        attack: Union[str, catalogue.AttackSettings] = "daa_blob", restarts: int = 1,
+        steps_per_round: int = catalogue.DEFAULT_STEPS_PER_ROUND,
+        batch_size: Optional[int] = None, seed: int = 0, verbose: int = 1,
+        state_path: Optional[str] = None, resume: bool = False,
+        strategy: Optional[tf.distribute.Strategy] = None,
+        on_restart: Optional[Callable[[int, float, float], None]] = None,
+        early_stop: Optional[bool] = None, **attack_params: Any) -> RunResult:
+    """Runs ``attack`` over the whole set ``x`` ``[N, ...]`` with labels ``y`` ``[N]``.
+
+    ``attack``: a name of :data:`daa_tf.catalogue.ATTACKS` with ``attack_params`` its settings
+    (``eps``, ``step_size``, ``steps``, ``loss``, ``random_start``, ``clip_min``, ``clip_max``,
+    ``targeted``, ``c``, ``particles``, ``decay``, ``init``, ``odi_steps``, ``odi_step_size``,
+    ``targets``, ``best``, ``jit_compile``; see :mod:`daa_tf.attacks`), or validated
+    :class:`daa_tf.catalogue.AttackSettings` (then ``attack_params``, if any, replace some of
+    them). ``batch_size`` is throughput only (for DAA a multiple of ``particles``). With
+    ``state_path`` the merged state is saved after every restart; ``resume=True`` continues from
+    it (the result equals an uninterrupted run; a state with more restarts than asked for is
+    refused). ``on_restart(index, accuracy, seconds)`` is called after each restart with that
+    restart's own accuracy and wall time. With a ``strategy`` (``tf.distribute``; create the
+    model under its scope) each call runs one batch per replica (``batch_size`` is per replica;
+    see :mod:`daa_tf.distribute`): the result is the same. ``early_stop`` (default: on for
+    attacks whose examples do not interact, refused for DAA): examples already fooled are not
+    attacked again by later restarts or target runs; the merged result is the same
+    (docs/algorithms.md#early-stop). The result reports the gradient budget per image and the
+    gradients actually spent (:class:`RunResult`).
+    """
+    plan = _plan(model, x, y, attack, steps_per_round, batch_size, seed, strategy, early_stop,
+                 attack_params)
+    restarts = catalogue.whole_number("restarts", restarts, 1)
+    fingerprint = _fingerprint(plan.cfg.settings, plan.x0, plan.y, seed,
+                               catalogue.whole_number("steps_per_round", steps_per_round, 1),
+                               plan.early)
+    merged = _resumed_state(state_path, resume, fingerprint, restarts)
+    done = len(merged.restart_accuracies) if merged else 0
+    per_restart = plan.runs * plan.n * plan.per_run
+    progress = _Progress(restarts * per_restart, verbose, done * per_restart,
+                         merged.restart_accuracies[-1] if merged else None)
     seconds: List[float] = []
     spent = 0
-    replicas = distribute.num_replicas(strategy)
     for restart in range(done, restarts):
         started = time.perf_counter()
-        restart_seed = attacks.seed_tensor(seed, restart)
-        restart_success = np.zeros(n, bool)
-        for k in range(runs):
-            run_seed = attacks.target_seed(restart_seed, k) if s.targets else restart_seed
-            if early and merged is not None:
-                active = np.flatnonzero(~merged.fooled)
-                restart_success |= merged.fooled
-            else:
-                active = np.arange(n)
-            if not len(active):  # every example fooled already
-                progress += n * per_run
-                continue
-            x_r = attacks.start_points(cfg, tf.constant(x0), run_seed).numpy()
-            labels = y if targets is None else multi.target_pairs(y, targets, k)
-            if odi_cfg is not None:  # independent per example: batches in order
-                w = attacks.odi_weights(run_seed, n, classes).numpy()
-                for idx in _batches(active, batch_size * replicas):
-                    x_r[idx] = _loop_outputs(model, odi_cfg, strategy, x0[idx], w[idx], x_r[idx],
-                                             s.odi_steps, batch_size)[0]
-                    progress += len(idx) * s.odi_steps
-                    if verbose:
-                        progbar.update(progress)
-            tracked = None
-            if cfg.best:
-                tracked = (x_r.copy(), np.full(n, -np.inf, np.float32), np.zeros(n, bool))
-            rng = np.random.default_rng([seed, restart] + ([k] if s.targets else []))
-            for length in rounds:
-                if not cfg.interacting:
-                    order = active
-                elif len(active) == n:
-                    order = rng.permutation(n)
-                else:
-                    order = rng.permutation(active)
-                for idx in _batches(order, batch_size * replicas):
-                    out = _loop_outputs(model, cfg, strategy, x0[idx], labels[idx], x_r[idx],
-                                        length, batch_size)
-                    x_r[idx] = out[0]
-                    if tracked is not None:
-                        state = [part[idx] for part in tracked]
-                        iterates.merge(*state, *out[1:])
-                        for part, value in zip(tracked, state):
-                            part[idx] = value
-                    progress += len(idx) * length
-                    if verbose:
-                        progbar.update(progress)
-            spent += len(active) * per_run
-            progress += (n - len(active)) * per_run
-            points = tracked[0] if tracked is not None else x_r
-            pred, loss, _ = evaluate(model, points[active], y[active], s.loss, batch_size,
-                                     cfg.jit_compile)
-            success = (pred == y[active]) if s.targeted else (pred != y[active])
-            score = -loss if s.targeted else loss
-            restart_success[active] |= success
-            if merged is None:  # the first run: every example active
-                merged = _Merged(points, score, success.copy(), [])
-            else:
-                merged.update(active, points[active], score, success)
-        merged.restart_accuracies.append(float(np.mean(~restart_success)))
+        merged, fooled, spent_here = _restart(plan, merged, restart, progress)
+        spent += spent_here
+        merged.restart_accuracies.append(float(np.mean(~fooled)))
         if state_path:
             merged.save(state_path, fingerprint)
         seconds.append(time.perf_counter() - started)
-        if verbose:
-            progbar.update(progress, values=[("accuracy", merged.restart_accuracies[-1])])
+        progress.advance(0, merged.restart_accuracies[-1])
         if on_restart is not None:
             on_restart(restart, merged.restart_accuracies[-1], seconds[-1])
 
-    pred, _, _ = evaluate(model, merged.x, y, s.loss, batch_size, cfg.jit_compile)
-    correct = (pred != y) if s.targeted else (pred == y)
-    ran = restarts - done
+    s = plan.cfg.settings
+    pred, _, _ = evaluate(model, merged.x, plan.y, s.loss, plan.batch_size, plan.cfg.jit_compile)
+    correct = (pred != plan.y) if s.targeted else (pred == plan.y)
     return RunResult(x_adv=merged.x, accuracy=float(np.mean(correct)), correct=correct,
                      restart_accuracies=list(merged.restart_accuracies), restart_seconds=seconds,
-                     gradients_per_image=restarts * runs * per_run,
-                     gradients_mean=spent / n if ran else 0.0)
+                     gradients_per_image=restarts * plan.runs * plan.per_run,
+                     gradients_mean=spent / plan.n if restarts > done else 0.0)
