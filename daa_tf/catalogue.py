@@ -215,17 +215,36 @@ def attack_settings(attack: str, *, eps: float, step_size: Optional[float] = Non
     check_loss(loss)
     if spec.random_start is not None:
         random_start = spec.random_start
+    eps, step_size, steps = _step_settings(spec, eps, step_size, steps)
+    _check_box(clip_min, clip_max)
+    extra: Dict[str, Any] = {**_direction_settings(spec, loss, c, particles, decay),
+                             **_start_settings(init, odi_steps, odi_step_size),
+                             **_target_settings(spec, targets, targeted, loss)}
+    extra["best"] = spec.best if best is None else bool(best)
+    return AttackSettings(attack=attack, eps=eps, step_size=step_size, steps=steps, loss=loss,
+                          random_start=bool(random_start), clip_min=float(clip_min),
+                          clip_max=float(clip_max), targeted=bool(targeted),
+                          jit_compile=None if jit_compile is None else bool(jit_compile), **extra)
+
+
+def _step_settings(spec: AttackSpec, eps: Any, step_size: Any, steps: Any
+                   ) -> Tuple[float, float, int]:
+    """``(eps, step_size, steps)`` checked: one-step attacks take one step of ``eps`` unless
+    told otherwise, APGD's schedule starts at ``2 eps``."""
     if spec.one_step:
         if steps not in (None, 1):
-            raise ValueError(f"{attack} takes exactly one step, got steps={steps}")
+            raise ValueError(f"{spec.name} takes exactly one step, got steps={steps}")
         steps = 1
         step_size = eps if step_size is None else step_size
     if spec.schedule == "apgd" and step_size is None:
         step_size = APGD_INITIAL_STEP * _positive("eps", eps)
     if step_size is None or steps is None:
-        raise ValueError(f"{attack} needs step_size and steps")
-    eps, step_size = _positive("eps", eps), _positive("step_size", step_size)
-    steps = whole_number("steps", steps, 1)
+        raise ValueError(f"{spec.name} needs step_size and steps")
+    return (_positive("eps", eps), _positive("step_size", step_size),
+            whole_number("steps", steps, 1))
+
+
+def _check_box(clip_min: Any, clip_max: Any) -> None:
     try:
         box_ok = math.isfinite(clip_min) and math.isfinite(clip_max) and clip_min < clip_max
     except TypeError:
@@ -233,6 +252,11 @@ def attack_settings(attack: str, *, eps: float, step_size: Optional[float] = Non
     if not box_ok:
         raise ValueError(f"the pixel box needs finite clip_min < clip_max, got [{clip_min}, "
                          f"{clip_max}]")
+
+
+def _direction_settings(spec: AttackSpec, loss: LossSpec, c: Optional[float],
+                        particles: Optional[int], decay: Optional[float]) -> Dict[str, Any]:
+    """DAA's ``particles`` and ``c``, momentum's ``decay``: only those of ``spec``'s rule."""
     extra: Dict[str, Any] = {}
     if spec.interacting:
         extra["particles"] = whole_number(
@@ -244,26 +268,34 @@ def attack_settings(attack: str, *, eps: float, step_size: Optional[float] = Non
         extra["c"] = float(c)
     if spec.direction == "momentum":
         extra["decay"] = float(DEFAULT_DECAY if decay is None else decay)
+    return extra
+
+
+def _start_settings(init: Optional[str], odi_steps: Optional[int],
+                    odi_step_size: Optional[float]) -> Dict[str, Any]:
+    """The ODI start's ``odi_steps`` (0: none) and ``odi_step_size``."""
     if init not in (None, "odi"):
         raise ValueError(f"init must be None or 'odi', got {init!r}")
     if init == "odi" and odi_steps is None:
         odi_steps = DEFAULT_ODI_STEPS
-    extra["odi_steps"] = whole_number("odi_steps", 0 if odi_steps is None else odi_steps,
-                                      1 if init == "odi" else 0)
+    extra: Dict[str, Any] = {"odi_steps": whole_number(
+        "odi_steps", 0 if odi_steps is None else odi_steps, 1 if init == "odi" else 0)}
     if odi_step_size is not None:
         extra["odi_step_size"] = _positive("odi_step_size", odi_step_size)
-    extra["targets"] = whole_number("targets", spec.targets if targets is None else targets, 0)
-    if extra["targets"] and targeted:
+    return extra
+
+
+def _target_settings(spec: AttackSpec, targets: Optional[int], targeted: bool,
+                     loss: LossSpec) -> Dict[str, Any]:
+    """MultiTargeted's number of target classes (0: not MultiTargeted)."""
+    count = whole_number("targets", spec.targets if targets is None else targets, 0)
+    if count and targeted:
         raise ValueError("targets (MultiTargeted) picks its own target classes: it excludes "
                          "targeted=True")
-    if extra["targets"] and callable(loss):
+    if count and callable(loss):
         raise ValueError("targets (MultiTargeted) needs a loss name (its form toward a target "
                          "is used), not a callable")
-    extra["best"] = spec.best if best is None else bool(best)
-    return AttackSettings(attack=attack, eps=eps, step_size=step_size, steps=steps, loss=loss,
-                          random_start=bool(random_start), clip_min=float(clip_min),
-                          clip_max=float(clip_max), targeted=bool(targeted),
-                          jit_compile=None if jit_compile is None else bool(jit_compile), **extra)
+    return {"targets": count}
 
 
 def batch_size_error(attack: str, batch_size: Optional[int], particles: Optional[int]

@@ -9,7 +9,7 @@ run that fooled it; an example never fooled keeps the point with the highest (un
 the runs; for the margin loss that is the highest margin ``max_{j != y} z_j - z_y``, the choice of
 deepmind's ``MultiTargetedPGDAttack``.
 """
-from typing import Any, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -63,19 +63,11 @@ def multitargeted(model: compiled.Model, x: Any, y: Any, *, eps: float, steps: i
     Returns the worst case over the targets, float32 ``[N, ...]``, within ``eps`` of ``x``.
     Gradients per image: ``min(num_targets, C - 1) * (odi_steps + steps)``.
     """
-    if base == "multitargeted" or catalogue.get_spec(base).targets:
-        raise ValueError(f"base must be an attack without targets, got {base!r}")
-    settings = dict(eps=eps, step_size=step_size, steps=steps, loss=loss,
-                    random_start=random_start, clip_min=clip_min, clip_max=clip_max,
-                    targets=num_targets, init=init, odi_steps=odi_steps,
-                    odi_step_size=odi_step_size, best=best, jit_compile=jit_compile)
-    spec = catalogue.get_spec(base)
-    if spec.interacting:
-        settings.update(c=c, particles=catalogue.DEFAULT_PARTICLES if particles is None
-                        else particles)
-    if spec.direction == "momentum":
-        settings.update(decay=decay)
-    cfg = attacks.make_config(base, **settings)
+    cfg = _base_config(base, dict(
+        eps=eps, step_size=step_size, steps=steps, loss=loss, random_start=random_start,
+        clip_min=clip_min, clip_max=clip_max, targets=num_targets, init=init,
+        odi_steps=odi_steps, odi_step_size=odi_step_size, best=best, jit_compile=jit_compile),
+        c, particles, decay)
     s = cfg.settings
     if s.targets < 1:
         raise ValueError(f"num_targets must be at least 1, got {num_targets}")
@@ -85,16 +77,38 @@ def multitargeted(model: compiled.Model, x: Any, y: Any, *, eps: float, steps: i
     y_np = y_np.astype(np.int32)
     logits_fn = compiled.compiled_logits(model, cfg.jit_compile)
     validation.check_model_output(logits_fn, x_np[:32], y_np)
-    clean = logits_fn(tf.constant(x_np)).numpy()
-    targets = target_classes(clean, y_np, s.targets)
+    targets = target_classes(logits_fn(tf.constant(x_np)).numpy(), y_np, s.targets)
+    return tf.constant(_worst_over_targets(model, cfg, x_np, y_np, targets,
+                                           attacks.seed_tensor(seed),
+                                           early_stop and not cfg.interacting, logits_fn))
+
+
+def _base_config(base: str, settings: Dict[str, Any], c: Optional[float],
+                 particles: Optional[int], decay: Optional[float]) -> attacks.AttackConfig:
+    """The base attack's configuration with ``targets`` runs; only the settings its rule takes."""
+    if base == "multitargeted" or catalogue.get_spec(base).targets:
+        raise ValueError(f"base must be an attack without targets, got {base!r}")
+    spec = catalogue.get_spec(base)
+    if spec.interacting:
+        settings.update(c=c, particles=catalogue.DEFAULT_PARTICLES if particles is None
+                        else particles)
+    if spec.direction == "momentum":
+        settings.update(decay=decay)
+    return attacks.make_config(base, **settings)
+
+
+def _worst_over_targets(model: compiled.Model, cfg: attacks.AttackConfig, x_np: np.ndarray,
+                        y_np: np.ndarray, targets: np.ndarray, seed_t: tf.Tensor,
+                        early_stop: bool, logits_fn: Any) -> np.ndarray:
+    """One run toward each target class (column of ``targets``), each from its own start; per
+    example the first point that fools the model, else the highest loss. With ``early_stop``
+    the examples already fooled sit out the later runs."""
+    score_fn = get_loss(cfg.settings.loss)
     x0 = tf.constant(x_np)
-    seed_t = attacks.seed_tensor(seed)
-    score_fn = get_loss(s.loss)
     x_out, score = x_np.copy(), np.full(len(x_np), -np.inf, np.float32)
     done = np.zeros(len(x_np), bool)
     for k in range(targets.shape[1]):
-        rows = np.flatnonzero(~done) if early_stop and not cfg.interacting else \
-            np.arange(len(x_np))
+        rows = np.flatnonzero(~done) if early_stop else np.arange(len(x_np))
         if not len(rows):
             break
         run_seed = attacks.target_seed(seed_t, k)
@@ -111,4 +125,4 @@ def multitargeted(model: compiled.Model, x: Any, y: Any, *, eps: float, steps: i
         x_out[rows[take]] = x_k[take]
         score[rows[take]] = score_k[take]
         done[rows] |= success
-    return tf.constant(x_out)
+    return x_out
