@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from daa_tf import catalogue, losses, schedules, validation
-from daa_tf import loop as compiled
-from daa_tf import steps as rules
+from daa_tf import loop
+from daa_tf.steps import Momentum, Particles, SignGradient, StepRule
 from daa_tf.losses import LossFn, get_loss
 from daa_tf.projection import project, random_start as draw_random_start
 
@@ -44,7 +44,7 @@ class AttackConfig:
     """
 
     settings: catalogue.AttackSettings
-    rule: rules.StepRule
+    rule: StepRule
     params: Dict[str, float]
     jit_compile: bool
     schedule: schedules.Schedule = schedules.FixedStep()
@@ -69,14 +69,14 @@ class AttackConfig:
         return (self.loss_fn, self.rule, s.targeted, self.jit_compile, self.schedule, self.best)
 
 
-def step_rule(settings: catalogue.AttackSettings) -> Tuple[rules.StepRule, Dict[str, float]]:
+def step_rule(settings: catalogue.AttackSettings) -> Tuple[StepRule, Dict[str, float]]:
     """The step rule of ``settings`` and its tensor parameters (docs/algorithms.md)."""
     direction = settings.spec.direction
     if direction == "momentum":
-        return rules.Momentum(), {"decay": settings.decay}
+        return Momentum(), {"decay": settings.decay}
     if direction in ("blob", "dgf"):
-        return rules.Particles(direction, settings.particles), {"c": settings.effective_c}
-    return rules.SignGradient(), {}
+        return Particles(direction, settings.particles), {"c": settings.effective_c}
+    return SignGradient(), {}
 
 
 def schedule_of(settings: catalogue.AttackSettings
@@ -99,7 +99,7 @@ def make_config(attack: Union[str, catalogue.AttackSettings], **settings: Any) -
     rule, params = step_rule(validated)
     schedule, schedule_params = schedule_of(validated)
     return AttackConfig(settings=validated, rule=rule, params={**params, **schedule_params},
-                        jit_compile=compiled.resolve_jit_compile(validated.jit_compile),
+                        jit_compile=loop.resolve_jit_compile(validated.jit_compile),
                         schedule=schedule, best=validated.best)
 
 
@@ -153,15 +153,15 @@ def loop_arguments(cfg: AttackConfig, steps: Optional[int] = None
     return scalars, {k: f32(v) for k, v in cfg.params.items()}
 
 
-def compiled_steps(model: compiled.Model, cfg: AttackConfig):
+def compiled_steps(model: loop.Model, cfg: AttackConfig):
     """The cached compiled loop of ``cfg`` for ``model`` (see :func:`daa_tf.loop.compiled_loop`):
     it returns the last iterate, or ``(x_last, x_best, objective, fooled)`` when ``cfg.best``."""
     s = cfg.settings
-    return compiled.compiled_loop(model, cfg.loss_fn, cfg.rule, s.targeted, cfg.jit_compile,
+    return loop.compiled_loop(model, cfg.loss_fn, cfg.rule, s.targeted, cfg.jit_compile,
                                   cfg.schedule, cfg.best)
 
 
-def run_loop(model: compiled.Model, cfg: AttackConfig, x0: tf.Tensor, y: tf.Tensor,
+def run_loop(model: loop.Model, cfg: AttackConfig, x0: tf.Tensor, y: tf.Tensor,
              x_start: tf.Tensor, steps: Optional[int] = None) -> Any:
     """The compiled loop's raw output for ``steps`` (default the settings') steps from
     ``x_start``: the last iterate, or ``(x_last, x_best, objective, fooled)`` with ``cfg.best``
@@ -170,7 +170,7 @@ def run_loop(model: compiled.Model, cfg: AttackConfig, x0: tf.Tensor, y: tf.Tens
     return compiled_steps(model, cfg)(x0, y, x_start, *scalars, params)
 
 
-def run_steps(model: compiled.Model, cfg: AttackConfig, x0: tf.Tensor, y: tf.Tensor,
+def run_steps(model: loop.Model, cfg: AttackConfig, x0: tf.Tensor, y: tf.Tensor,
               x_start: tf.Tensor, steps: Optional[int] = None) -> tf.Tensor:
     """Runs ``steps`` (default the settings') steps from ``x_start`` and returns the attack's
     points: the last iterate, or the best ones with ``cfg.best`` (no checks: callers
@@ -199,12 +199,12 @@ def odi_weights(seed: tf.Tensor, n: int, classes: int) -> tf.Tensor:
                                        minval=-1.0, maxval=1.0, dtype=tf.float32)
 
 
-def num_classes(model: compiled.Model, x0: tf.Tensor) -> int:
+def num_classes(model: loop.Model, x0: tf.Tensor) -> int:
     """The number of logits of ``model`` (from one example of ``x0``)."""
-    return int(compiled.call_model(model, x0[:1]).shape[-1])
+    return int(loop.call_model(model, x0[:1]).shape[-1])
 
 
-def odi_start(model: compiled.Model, cfg: AttackConfig, x0: tf.Tensor, x_start: tf.Tensor,
+def odi_start(model: loop.Model, cfg: AttackConfig, x0: tf.Tensor, x_start: tf.Tensor,
               seed: tf.Tensor, rows: Optional[tf.Tensor] = None) -> tf.Tensor:
     """``x_start`` moved by ``cfg``'s ODI steps (``x_start`` itself without ODI). The weights are
     drawn for the whole batch ``x0`` from ``seed``; with ``rows`` (int ``[n]``) only those rows of
@@ -218,7 +218,7 @@ def odi_start(model: compiled.Model, cfg: AttackConfig, x0: tf.Tensor, x_start: 
     return run_steps(model, odi_config(cfg), x0, w, x_start)
 
 
-def _attack(attack: str, model: compiled.Model, x: Any, y: Any, x_init: Any, seed: Any,
+def _attack(attack: str, model: loop.Model, x: Any, y: Any, x_init: Any, seed: Any,
             **settings: Any) -> tf.Tensor:
     cfg = make_config(attack, **settings)
     s = cfg.settings
@@ -228,7 +228,7 @@ def _attack(attack: str, model: compiled.Model, x: Any, y: Any, x_init: Any, see
         x_np = validation.as_batch(x, np.float32, "x")
         y_np = np.asarray(y)
         validation.check_batch(x_np, y_np, s.clip_min, s.clip_max)
-        validation.check_model_output(lambda t: compiled.call_model(model, t), x_np[:32],
+        validation.check_model_output(lambda t: loop.call_model(model, t), x_np[:32],
                                       y_np)
         if x_init is not None:
             init_np = validation.as_batch(x_init, np.float32, "x_init")
@@ -255,7 +255,7 @@ def _attack(attack: str, model: compiled.Model, x: Any, y: Any, x_init: Any, see
 Init = Optional[str]
 
 
-def fgsm(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size: Optional[float] = None,
+def fgsm(model: loop.Model, x: Any, y: Any, *, eps: float, step_size: Optional[float] = None,
          steps: int = 1, loss: Union[str, LossFn] = "xent", random_start: bool = False,
          x_init: Any = None, clip_min: float = 0.0, clip_max: float = 1.0,
          targeted: bool = False, seed: SeedLike = None, init: Init = None,
@@ -269,7 +269,7 @@ def fgsm(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size: Option
                    odi_step_size=odi_step_size, best=best, jit_compile=jit_compile)
 
 
-def rand_fgsm(model: compiled.Model, x: Any, y: Any, *, eps: float,
+def rand_fgsm(model: loop.Model, x: Any, y: Any, *, eps: float,
               step_size: Optional[float] = None, steps: int = 1,
               loss: Union[str, LossFn] = "xent", random_start: bool = True,
               clip_min: float = 0.0, clip_max: float = 1.0, targeted: bool = False,
@@ -284,7 +284,7 @@ def rand_fgsm(model: compiled.Model, x: Any, y: Any, *, eps: float,
                    odi_step_size=odi_step_size, best=best, jit_compile=jit_compile)
 
 
-def pgd(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size: float, steps: int,
+def pgd(model: loop.Model, x: Any, y: Any, *, eps: float, step_size: float, steps: int,
         loss: Union[str, LossFn] = "xent", random_start: bool = True, x_init: Any = None,
         clip_min: float = 0.0, clip_max: float = 1.0, targeted: bool = False,
         seed: SeedLike = None, init: Init = None, odi_steps: Optional[int] = None,
@@ -297,7 +297,7 @@ def pgd(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size: float, 
                    odi_step_size=odi_step_size, best=best, jit_compile=jit_compile)
 
 
-def momentum_pgd(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size: float,
+def momentum_pgd(model: loop.Model, x: Any, y: Any, *, eps: float, step_size: float,
                  steps: int, loss: Union[str, LossFn] = "xent", random_start: bool = True,
                  x_init: Any = None, clip_min: float = 0.0, clip_max: float = 1.0,
                  targeted: bool = False, seed: SeedLike = None,
@@ -313,7 +313,7 @@ def momentum_pgd(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size
                    jit_compile=jit_compile)
 
 
-def daa_blob(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size: float, steps: int,
+def daa_blob(model: loop.Model, x: Any, y: Any, *, eps: float, step_size: float, steps: int,
              loss: Union[str, LossFn] = "xent", random_start: bool = True, x_init: Any = None,
              clip_min: float = 0.0, clip_max: float = 1.0, targeted: bool = False,
              seed: SeedLike = None, c: Optional[float] = None,
@@ -333,7 +333,7 @@ def daa_blob(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size: fl
                    jit_compile=jit_compile)
 
 
-def daa_dgf(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size: float, steps: int,
+def daa_dgf(model: loop.Model, x: Any, y: Any, *, eps: float, step_size: float, steps: int,
             loss: Union[str, LossFn] = "xent", random_start: bool = True, x_init: Any = None,
             clip_min: float = 0.0, clip_max: float = 1.0, targeted: bool = False,
             seed: SeedLike = None, c: Optional[float] = None,
@@ -356,7 +356,7 @@ def daa_dgf(model: compiled.Model, x: Any, y: Any, *, eps: float, step_size: flo
 APGD_DIRECTIONS = {"sign": "apgd", "daa_blob": "apgd_daa_blob", "daa_dgf": "apgd_daa_dgf"}
 
 
-def apgd(model: compiled.Model, x: Any, y: Any, *, eps: float, steps: int,
+def apgd(model: loop.Model, x: Any, y: Any, *, eps: float, steps: int,
          loss: Union[str, LossFn] = "xent", step_size: Optional[float] = None,
          direction: str = "sign", random_start: bool = True, x_init: Any = None,
          clip_min: float = 0.0, clip_max: float = 1.0, targeted: bool = False,
@@ -392,14 +392,14 @@ def apgd(model: compiled.Model, x: Any, y: Any, *, eps: float, steps: int,
 
 
 def _apgd_daa(direction: str):
-    def attack(model: compiled.Model, x: Any, y: Any, **kw: Any) -> tf.Tensor:
+    def attack(model: loop.Model, x: Any, y: Any, **kw: Any) -> tf.Tensor:
         return apgd(model, x, y, direction=direction, **kw)
     attack.__name__ = f"apgd_{direction}"
     attack.__doc__ = f"``apgd(..., direction={direction!r})``: DAA's direction under APGD."
     return attack
 
 
-def _multitargeted(model: compiled.Model, x: Any, y: Any, **kw: Any) -> tf.Tensor:
+def _multitargeted(model: loop.Model, x: Any, y: Any, **kw: Any) -> tf.Tensor:
     """:func:`daa_tf.multitarget.multitargeted` (imported on use: it builds on this module)."""
     from daa_tf.multitarget import multitargeted
     return multitargeted(model, x, y, **kw)

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from daa_tf import attacks
-from daa_tf import loop as compiled
+from daa_tf import loop
 from daa_tf.catalogue import STRATEGIES
 
 
@@ -82,13 +82,13 @@ def is_chief(strategy: Optional[tf.distribute.Strategy]) -> bool:
     return strategy is None or bool(strategy.extended.should_checkpoint)
 
 
-def _distributed_loop(strategy: tf.distribute.Strategy, model: compiled.Model,
+def _distributed_loop(strategy: tf.distribute.Strategy, model: loop.Model,
                       cfg: attacks.AttackConfig) -> Any:
     """The cached ``tf.function`` running the compiled loop on every replica, then gathering."""
     def build(get_model):
         def replica_fn(main, tail, scalars, params):
-            loop = attacks.compiled_steps(get_model(), cfg)
-            return tuple(None if shard is None else loop(*shard, *scalars, params)
+            steps_fn = attacks.compiled_steps(get_model(), cfg)
+            return tuple(None if shard is None else steps_fn(*shard, *scalars, params)
                          for shard in (main, tail))
 
         def run_and_gather(main, tail, scalars, params):
@@ -100,7 +100,7 @@ def _distributed_loop(strategy: tf.distribute.Strategy, model: compiled.Model,
         return tf.function(run_and_gather, reduce_retracing=False)
 
     key = ("distributed", strategy) + cfg.loop_key
-    return compiled.cached(model, key, build)
+    return loop.cached(model, key, build)
 
 
 def _per_replica(strategy: tf.distribute.Strategy, x0: np.ndarray, y: np.ndarray,
@@ -117,7 +117,7 @@ def _per_replica(strategy: tf.distribute.Strategy, x0: np.ndarray, y: np.ndarray
     return value_fn(x0), value_fn(y), value_fn(x_start)
 
 
-def run_steps(strategy: tf.distribute.Strategy, model: compiled.Model,
+def run_steps(strategy: tf.distribute.Strategy, model: loop.Model,
               cfg: attacks.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
               steps: Optional[int] = None, shard_size: Optional[int] = None) -> np.ndarray:
     """:func:`daa_tf.attacks.run_steps` spread over the replicas of ``strategy`` (the attack's
@@ -126,7 +126,7 @@ def run_steps(strategy: tf.distribute.Strategy, model: compiled.Model,
     return out[1] if cfg.best else out
 
 
-def run_loop(strategy: tf.distribute.Strategy, model: compiled.Model,
+def run_loop(strategy: tf.distribute.Strategy, model: loop.Model,
              cfg: attacks.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
              steps: Optional[int] = None, shard_size: Optional[int] = None) -> Any:
     """:func:`daa_tf.attacks.run_loop` spread over the replicas of ``strategy``.

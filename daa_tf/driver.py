@@ -31,8 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 from daa_tf import attacks, catalogue, distribute, files, iterates, validation
-from daa_tf import loop as compiled
-from daa_tf import multitarget as multi
+from daa_tf import loop
+from daa_tf import multitarget
 from daa_tf.losses import get_loss
 
 
@@ -140,18 +140,18 @@ class _Merged:
                    [float(a) for a in saved["restart_accuracies"]])
 
 
-def evaluate(model: compiled.Model, x: np.ndarray, y: np.ndarray, loss: Any = "xent",
+def evaluate(model: loop.Model, x: np.ndarray, y: np.ndarray, loss: Any = "xent",
              batch_size: int = catalogue.DEFAULT_BATCH, jit_compile: Optional[bool] = None
              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predictions ``[N]``, per-example loss ``[N]`` and logits ``[N, C]`` of ``model`` on ``x``."""
-    logits_fn = compiled.compiled_logits(model, compiled.resolve_jit_compile(jit_compile))
+    logits_fn = loop.compiled_logits(model, loop.resolve_jit_compile(jit_compile))
     logits = np.concatenate([logits_fn(tf.constant(x[i:i + batch_size])).numpy()
                              for i in range(0, len(x), batch_size)])
     losses = get_loss(loss)(tf.constant(logits), tf.constant(y, tf.int32)).numpy()
     return logits.argmax(axis=1), losses, logits
 
 
-def _loop_outputs(model: compiled.Model, cfg: attacks.AttackConfig, strategy: Any,
+def _loop_outputs(model: loop.Model, cfg: attacks.AttackConfig, strategy: Any,
                   x0: np.ndarray, labels: np.ndarray, x_start: np.ndarray, steps: int,
                   batch_size: int) -> Tuple[np.ndarray, ...]:
     """One compiled-loop call on one (global) batch: the last iterate, and with ``cfg.best`` the
@@ -172,7 +172,7 @@ class _Plan:
     checked data (``x0`` float32, ``y`` int32), throughput, early stop, MultiTargeted's target
     classes ``[N, k]`` (or None), the ODI start's configuration (or None) and the rounds."""
 
-    model: compiled.Model
+    model: loop.Model
     cfg: attacks.AttackConfig
     x0: np.ndarray
     y: np.ndarray
@@ -206,7 +206,7 @@ class _Plan:
         return self.batch_size * distribute.num_replicas(self.strategy)
 
 
-def _plan(model: compiled.Model, x: Any, y: Any, attack: Union[str, catalogue.AttackSettings],
+def _plan(model: loop.Model, x: Any, y: Any, attack: Union[str, catalogue.AttackSettings],
           steps_per_round: int, batch_size: Optional[int], seed: int,
           strategy: Optional[tf.distribute.Strategy], early_stop: Optional[bool],
           attack_params: Dict[str, Any]) -> _Plan:
@@ -226,12 +226,12 @@ def _plan(model: compiled.Model, x: Any, y: Any, attack: Union[str, catalogue.At
         raise ValueError(problem)
     batch_size = (catalogue.default_batch_size(s, len(x0)) if batch_size is None
                   else int(batch_size))
-    logits_fn = compiled.compiled_logits(model, cfg.jit_compile)
+    logits_fn = loop.compiled_logits(model, cfg.jit_compile)
     validation.check_model_output(logits_fn, x0[:32], y)
     targets = None
     if s.targets:
         _, _, clean_logits = evaluate(model, x0, y, s.loss, batch_size, cfg.jit_compile)
-        targets = multi.target_classes(clean_logits, y, s.targets)
+        targets = multitarget.target_classes(clean_logits, y, s.targets)
     rounds = (round_lengths(s.steps, steps_per_round)
               if cfg.interacting and not cfg.schedule.needs_values else [s.steps])
     return _Plan(model=model, cfg=cfg, x0=x0, y=y, seed=seed, batch_size=batch_size,
@@ -319,7 +319,7 @@ def _restart(plan: _Plan, merged: Optional[_Merged], restart: int, progress: _Pr
             progress.advance(n * plan.per_run)
             continue
         x_r = attacks.start_points(plan.cfg, tf.constant(plan.x0), run_seed).numpy()
-        labels = y if plan.targets is None else multi.target_pairs(y, plan.targets, k)
+        labels = y if plan.targets is None else multitarget.target_pairs(y, plan.targets, k)
         if plan.odi_cfg is not None:
             _odi_start(plan, active, x_r, run_seed, progress)
         rng = np.random.default_rng([plan.seed, restart] + ([k] if s.targets else []))
@@ -351,7 +351,7 @@ def _resumed_state(state_path: Optional[str], resume: bool, fingerprint: str,
     return merged
 
 
-def run(model: compiled.Model, x: Any, y: Any,
+def run(model: loop.Model, x: Any, y: Any,
         attack: Union[str, catalogue.AttackSettings] = "daa_blob", restarts: int = 1,
         steps_per_round: int = catalogue.DEFAULT_STEPS_PER_ROUND,
         batch_size: Optional[int] = None, seed: int = 0, verbose: int = 1,

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from daa_tf import attacks, catalogue, validation
-from daa_tf import loop as compiled
+from daa_tf import loop
 from daa_tf.losses import LossFn, fooled, get_loss
 
 
@@ -39,7 +39,7 @@ def target_pairs(labels: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
     return np.stack([np.asarray(labels, np.int32), targets[:, k]], axis=1)
 
 
-def multitargeted(model: compiled.Model, x: Any, y: Any, *, eps: float, steps: int,
+def multitargeted(model: loop.Model, x: Any, y: Any, *, eps: float, steps: int,
                   base: str = "apgd", num_targets: int = catalogue.DEFAULT_TARGETS,
                   loss: Union[str, LossFn] = "margin", step_size: Optional[float] = None,
                   random_start: bool = True, clip_min: float = 0.0, clip_max: float = 1.0,
@@ -75,7 +75,7 @@ def multitargeted(model: compiled.Model, x: Any, y: Any, *, eps: float, steps: i
     y_np = np.asarray(y)
     validation.check_batch(x_np, y_np, s.clip_min, s.clip_max)
     y_np = y_np.astype(np.int32)
-    logits_fn = compiled.compiled_logits(model, cfg.jit_compile)
+    logits_fn = loop.compiled_logits(model, cfg.jit_compile)
     validation.check_model_output(logits_fn, x_np[:32], y_np)
     targets = target_classes(logits_fn(tf.constant(x_np)).numpy(), y_np, s.targets)
     return tf.constant(_worst_over_targets(model, cfg, x_np, y_np, targets,
@@ -97,7 +97,7 @@ def _base_config(base: str, settings: Dict[str, Any], c: Optional[float],
     return attacks.make_config(base, **settings)
 
 
-def _worst_over_targets(model: compiled.Model, cfg: attacks.AttackConfig, x_np: np.ndarray,
+def _worst_over_targets(model: loop.Model, cfg: attacks.AttackConfig, x_np: np.ndarray,
                         y_np: np.ndarray, targets: np.ndarray, seed_t: tf.Tensor,
                         early_stop: bool, logits_fn: Any) -> np.ndarray:
     """One run toward each target class (column of ``targets``), each from its own start; per

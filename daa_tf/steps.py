@@ -12,7 +12,7 @@ from typing import Dict, Protocol, Tuple
 
 import tensorflow as tf
 
-from daa_tf import particles as particle_kernel
+from daa_tf.particles import blob_direction, dgf_direction, from_groups, to_groups
 
 State = Tuple[tf.Tensor, ...]
 Params = Dict[str, tf.Tensor]
@@ -83,10 +83,9 @@ class Particles:
 
     def direction(self, grad: tf.Tensor, x: tf.Tensor, state: State,
                   params: Params) -> Tuple[tf.Tensor, State]:
-        xg, mask, sizes = particle_kernel.to_groups(_flat(x), self.particles)
-        gg, _, _ = particle_kernel.to_groups(_flat(grad), self.particles)
-        rule = (particle_kernel.blob_direction if self.kind == "blob"
-                else particle_kernel.dgf_direction)
+        xg, mask, sizes = to_groups(_flat(x), self.particles)
+        gg, _, _ = to_groups(_flat(grad), self.particles)
+        rule = blob_direction if self.kind == "blob" else dgf_direction
         v = rule(gg, xg, mask, sizes, params["c"])
         n = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
-        return tf.reshape(particle_kernel.from_groups(v, n), tf.shape(x)), state
+        return tf.reshape(from_groups(v, n), tf.shape(x)), state
