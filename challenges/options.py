@@ -233,14 +233,15 @@ def attack_settings(f: FlagValues, challenge: registry.Challenge, attack: str, l
                     c: Optional[float] = None, eps: Optional[float] = None,
                     step_size: Optional[float] = None) -> catalogue.AttackSettings:
     """The validated settings of ``attack`` with ``loss`` that the flags ask for (``eps`` and
-    ``step_size`` override the flags'). A one-step attack takes ``--step_size`` only when it is
-    given explicitly (else ``epsilon``), and refuses ``--steps`` other than 1."""
+    ``step_size`` override the flags'). A one-step attack, and APGD's schedule, take
+    ``--step_size`` only when it is given explicitly (else ``epsilon``, and ``2 epsilon``); a
+    one-step attack refuses ``--steps`` other than 1."""
     spec = catalogue.get_spec(attack)
     steps = attack_setting(f, "steps", challenge)
     if step_size is None:
         step_size = attack_setting(f, "step_size", challenge)
-        if spec.one_step and not f["step_size"].present:
-            step_size = None
+        if (spec.one_step or spec.schedule == "apgd") and not f["step_size"].present:
+            step_size = None  # one step of eps; APGD's schedule starts at 2 eps
     if spec.one_step:
         if f["steps"].present and f.steps != 1:
             raise ValueError(f"--attack={attack} takes exactly one step: drop --steps")

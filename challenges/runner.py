@@ -267,6 +267,8 @@ def execute(f: flags.FlagValues, module: str, prepare: Callable[[flags.FlagValue
         logging.error("%s", err)
         return 1
     logging.info("final accuracy: %.2f%%", 100 * accuracy)
+    logging.info("gradients per image: budget %d, spent %.1f on average",
+                 result.gradients_per_image, result.gradients_mean)
     if success is not None:
         logging.info("targeted success rate: %.2f%% (targets: %s)", 100 * success,
                      job.target_rule)

@@ -24,10 +24,15 @@ def data(model):
 
 
 def test_default_stages_fit_the_budget():
-    for budget, classes in ((1000, 10), (100, 10), (57, 6), (2, 10)):
+    for budget, classes in ((1000, 10), (100, 10), (57, 6), (2, 10), (1, 2)):
         stages = cascade.default_stages(budget, classes)
-        assert sum(stage.gradients(classes) for stage in stages) <= budget
-    assert [s.gradients(10) for s in cascade.default_stages(1000)] == [100, 900]
+        assert 0 < sum(stage.gradients(classes) for stage in stages) <= budget
+    stages = cascade.default_stages(1000)
+    assert [s.gradients(10) for s in stages] == [100] * 10
+    assert [s.attack for s in stages[:3]] == ["apgd", "apgd_daa_blob", "apgd_daa_dgf"]
+    assert stages[4].settings == {"loss": "margin", "init": "odi", "steps": 98}
+    assert all(s.settings["loss"] != "dlr" for s in cascade.default_stages(1000, 2))
+    assert len(cascade.default_stages(35)) == 3  # stages of at least 10 gradients
 
 
 def test_cascade_keeps_the_worst_case_within_the_budget(model, data):

@@ -10,7 +10,7 @@ from daa_tf import catalogue
 
 # The paper's table: its rows, in its order, and its columns.
 PAPER_ATTACKS: Tuple[str, ...] = ("rand_fgsm", "pgd", "momentum_pgd", "daa_blob", "daa_dgf")
-PAPER_LOSSES: Tuple[str, ...] = ("xent", "cw")
+PAPER_LOSSES: Tuple[str, ...] = catalogue.PAPER_LOSSES
 
 
 class ReportError(RuntimeError):
