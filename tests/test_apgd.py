@@ -22,6 +22,13 @@ def dense_model() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(CLASSES)(h))
 
 
+def dense_batch(model: keras.Model, seed: int):
+    """``N`` random images in [0.2, 0.8] and the model's own predictions as labels."""
+    rng = np.random.default_rng(seed)
+    x0 = rng.uniform(0.2, 0.8, (N,) + SHAPE).astype(np.float32)
+    return x0, model(x0).numpy().argmax(axis=1)
+
+
 @pytest.fixture(scope="module")
 def model():
     return dense_model()

@@ -7,7 +7,7 @@ import tensorflow as tf
 import daa_tf
 from daa_tf import attacks, loop, losses, multitarget
 from tests import numpy_reference as ref
-from tests.test_apgd import N, SHAPE, dense_model
+from tests.test_apgd import N, dense_batch, dense_model
 
 EPS, STEP, STEPS = 0.04, 0.01, 5
 
@@ -19,9 +19,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def data(model):
-    rng = np.random.default_rng(31)
-    x0 = rng.uniform(0.2, 0.8, (N,) + SHAPE).astype(np.float32)
-    return x0, model(x0).numpy().argmax(axis=1)
+    return dense_batch(model, 31)
 
 
 def test_target_classes_are_the_most_likely_wrong_classes():

@@ -6,7 +6,7 @@ import pytest
 
 import daa_tf
 from daa_tf import distribute
-from tests.test_apgd import N, SHAPE, dense_model
+from tests.test_apgd import dense_batch, dense_model
 
 EPS = 0.04
 
@@ -24,9 +24,7 @@ def model(strategy):
 
 @pytest.fixture(scope="module")
 def data(model):
-    rng = np.random.default_rng(51)
-    x0 = rng.uniform(0.2, 0.8, (N,) + SHAPE).astype(np.float32)
-    return x0, model(x0).numpy().argmax(axis=1)
+    return dense_batch(model, 51)
 
 
 @pytest.mark.parametrize("kw", [

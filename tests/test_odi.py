@@ -7,7 +7,7 @@ import tensorflow as tf
 import daa_tf
 from daa_tf import attacks, loop, losses
 from tests import numpy_reference as ref
-from tests.test_apgd import CLASSES, N, SHAPE, dense_model
+from tests.test_apgd import CLASSES, N, dense_batch, dense_model
 
 EPS, STEP = 0.1, 0.02
 
@@ -19,9 +19,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def data(model):
-    rng = np.random.default_rng(21)
-    x0 = rng.uniform(0.2, 0.8, (N,) + SHAPE).astype(np.float32)
-    return x0, model(x0).numpy().argmax(axis=1)
+    return dense_batch(model, 21)
 
 
 def test_odi_weights_are_uniform_per_example_and_stateless():
