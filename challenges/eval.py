@@ -50,9 +50,8 @@ def evaluate(f: flags.FlagValues) -> int:
             raise resolve.SetupError(f"--target: the {challenge.title} challenge is untargeted")
         x_adv = submission.load(f.attack_file)
         submission.check_values(x_adv, challenge.format, f.num_examples)
-        model_dir = runner.model_dir_or_fetch(challenge, f.model_dir, f.data_dir, len(x_adv))
-        resolve.check_paths(challenge, model_dir, f.data_dir)
-        model, _, x_nat, y, _ = resolve.load_inputs(challenge, model_dir, f.model, f.data_dir,
+        resolve.check_paths(challenge, f.model_dir, f.data_dir)
+        model, _, x_nat, y, _ = resolve.load_inputs(challenge, f.model_dir, f.model, f.data_dir,
                                                     len(x_adv))
         submission.check_perturbation(x_adv, x_nat, eps)
         targets, rule = _targets(f, challenge, model, x_nat, y)

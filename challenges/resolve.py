@@ -28,7 +28,7 @@ def _no_download(challenge: Challenge) -> SetupError:
 def check_paths(challenge: Challenge, model_dir: Optional[str], data_dir: Optional[str]) -> None:
     """Refuses a ``--model_dir`` / ``--data_dir`` that does not exist, or a missing
     ``--model_dir`` where nothing can be downloaded (before importing TensorFlow)."""
-    if model_dir is None and not challenge.downloadable:
+    if model_dir is None and not challenge.downloadable and challenge.model_fetcher is None:
         raise _no_download(challenge)
     for flag, path in (("--model_dir", model_dir), ("--data_dir", data_dir)):
         if path is not None and not os.path.exists(path):
@@ -65,9 +65,16 @@ def load_data(challenge: Challenge, data_dir: Optional[str], num_examples: Optio
 
 
 def model_path(challenge: Challenge, model_dir: Optional[str], model: str) -> Path:
-    """``model_dir``, or MadryLab's ``model`` fetched into the cache once."""
+    """``model_dir``, or the challenge's model fetched into the cache once: its own fetcher
+    (``Challenge.model_fetcher``), else MadryLab's ``model``."""
     if model_dir is not None:
         return Path(model_dir)
+    if challenge.model_fetcher is not None:
+        try:
+            return challenge.fetch_model()
+        except Exception as err:  # noqa: BLE001 - a FetchError, or an unexpected failure
+            raise SetupError(f"could not download the {challenge.title} model: {err} Or pass "
+                             "--model_dir=<checkpoint folder>.") from None
     if not challenge.downloadable:
         raise _no_download(challenge)
     from challenges.fetch_model import FetchError, ensure_model
@@ -90,23 +97,18 @@ def load_model(challenge: Challenge, path: Path) -> Any:
 def load_inputs(challenge: Challenge, model_dir: Optional[str], model: str,
                 data_dir: Optional[str], num_examples: Optional[int],
                 scope: Any = None) -> Tuple[Any, Path, np.ndarray, np.ndarray, str]:
-    """``(model, model_path, x, y, data_source)``; when both the download of the model and the
-    data fail, one message names both flags. The model is built under ``scope`` if given."""
-    errors = []
+    """``(model, model_path, x, y, data_source)``. The data is read first: when it cannot be,
+    no model is downloaded (bad data costs no download), and without ``model_dir`` the message
+    names both flags. The model is built under ``scope`` if given."""
     try:
         x, y, source = load_data(challenge, data_dir, num_examples)
     except SetupError as err:
-        errors.append(str(err))
-    try:
-        path = model_path(challenge, model_dir, model)
-    except SetupError as err:
-        errors.append(str(err))
-    if len(errors) == 2 and model_dir is None and data_dir is None:
-        raise SetupError("could get neither the model nor the data (offline?): pass "
-                         "--model_dir=<checkpoint folder> and --data_dir=<data folder>.\n  "
-                         + "\n  ".join(errors))
-    if errors:
-        raise SetupError("\n".join(errors))
+        if model_dir is None and data_dir is None:
+            raise SetupError("could not get the test data, so the model was not downloaded "
+                             "either (offline?): pass --model_dir=<checkpoint folder> and "
+                             f"--data_dir=<data folder>.\n  {err}") from None
+        raise
+    path = model_path(challenge, model_dir, model)
     with scope or contextlib.nullcontext():
         net = load_model(challenge, path)
     return net, path, x, y, source

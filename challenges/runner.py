@@ -22,8 +22,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from pathlib import Path
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional
 
 import numpy as np
 from absl import flags, logging
@@ -76,36 +75,6 @@ def choose_targets(challenge: registry.Challenge, rule: str, model: Any, x: np.n
 def success_rate(pred: np.ndarray, targets: np.ndarray) -> float:
     """The targeted success rate: the fraction of predictions equal to their target."""
     return float(np.mean(np.asarray(pred) == np.asarray(targets)))
-
-
-def model_dir_or_fetch(challenge: registry.Challenge, model_dir: Optional[str],
-                       data_dir: Optional[str], num_examples: Optional[int]) -> Optional[str]:
-    """``model_dir``, or for a challenge with a fetcher (``registry.Challenge.model_fetcher``) and
-    no ``model_dir`` its model's folder, downloaded once into the cache after the test data
-    (``data_dir``, the first ``num_examples``) proved readable, so that bad data costs no
-    download."""
-    if model_dir is not None or challenge.model_fetcher is None:
-        return model_dir
-    if data_dir is not None and not os.path.exists(data_dir):
-        raise resolve.SetupError(f"--data_dir={data_dir} does not exist")
-    resolve.load_data(challenge, data_dir, num_examples)
-    try:
-        return str(challenge.fetch_model())
-    except Exception as err:  # noqa: BLE001 - a FetchError, or an unexpected failure to report
-        raise resolve.SetupError(f"could not download the {challenge.title} model: {err} Or "
-                                 "pass --model_dir=<checkpoint folder>.") from None
-
-
-def model_inputs(challenge: registry.Challenge, f: flags.FlagValues, strategy: Any = None
-                 ) -> Tuple[Any, Path, np.ndarray, np.ndarray, str]:
-    """:func:`challenges.resolve.inputs_from_flags`, the model folder from
-    :func:`model_dir_or_fetch`."""
-    model_dir = model_dir_or_fetch(challenge, f.model_dir, f.data_dir, f.num_examples)
-    if model_dir == f.model_dir:
-        return resolve.inputs_from_flags(challenge, f, strategy)
-    resolve.check_paths(challenge, model_dir, f.data_dir)
-    return resolve.load_inputs(challenge, model_dir, f.model, f.data_dir, f.num_examples,
-                               strategy.scope() if strategy is not None else None)
 
 
 def state_path(output: str) -> str:
@@ -289,7 +258,7 @@ def prepare(challenge: registry.Challenge, f: flags.FlagValues) -> Job:
     _warn_not_a_submission(challenge, settings, f.restarts, f.num_examples)
     resolve.check_output(f.output)
     strategy = resolve.distribution_strategy()
-    model, path, x, y, source = model_inputs(challenge, f, strategy)
+    model, path, x, y, source = resolve.inputs_from_flags(challenge, f, strategy)
     batch_size = f.batch_size
     if batch_size is None:
         batch_size = challenge.defaults.attack_batch_size(

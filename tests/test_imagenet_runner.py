@@ -116,18 +116,19 @@ def test_a_missing_model_dir_is_fetched_after_the_data_is_read(tmp_path):
     assert imagenet_.model_fetcher == "challenges.imagenet:fetch_model"
     data = make_nips17(tmp_path / "nips17", np.zeros((4, 299, 299, 3), np.uint8))
     fake = dataclasses.replace(imagenet_, model_fetcher=f"{__name__}:fake_fetcher")
-    assert runner.model_dir_or_fetch(fake, None, str(data), 2) == str(FETCHED)
-    assert runner.model_dir_or_fetch(fake, "mine", None, None) == "mine"  # --model_dir wins
+    assert resolve.model_path(fake, None, "secret") == FETCHED
+    assert resolve.model_path(fake, "mine", "secret") == Path("mine")  # --model_dir wins
     # no download before the data is known good
-    with pytest.raises(resolve.SetupError, match="--data_dir=.* does not exist"):
-        runner.model_dir_or_fetch(fake, None, str(tmp_path / "typo"), None)
-    with pytest.raises(resolve.SetupError, match="--data_dir is required"):
-        runner.model_dir_or_fetch(fake, None, None, None)
     offline = dataclasses.replace(imagenet_, model_fetcher=f"{__name__}:offline_fetcher")
+    with pytest.raises(resolve.SetupError, match="--data_dir=.* does not exist"):
+        resolve.check_paths(offline, None, str(tmp_path / "typo"))
+    with pytest.raises(resolve.SetupError, match="--data_dir is required") as err:
+        resolve.load_inputs(offline, None, "secret", None, None)
+    assert "could not download" not in str(err.value)
     with pytest.raises(resolve.SetupError, match="could not download the ImageNet model: no "
                        "network. Or pass --model_dir="):
-        runner.model_dir_or_fetch(offline, None, str(data), None)
-    assert runner.model_dir_or_fetch(registry.get_challenge("mnist"), None, None, None) is None
+        resolve.load_inputs(offline, None, "secret", str(data), None)
+    assert registry.get_challenge("mnist").model_fetcher is None
 
 
 def test_target_flag_and_its_refusals():
