@@ -201,7 +201,7 @@ def check_model(model: Any, x: np.ndarray, y: np.ndarray, description: str) -> i
 
 
 def _load(model_spec: model_source.ModelSpec, data: data_source.Data,
-          settings: catalogue.AttackSettings, strategy: Any) -> Tuple[Any, str, int]:
+          settings: catalogue.RunSettings, strategy: Any) -> Tuple[Any, str, int]:
     """The model fed the data, its description, its number of classes."""
     from daa_tf import validation
 
@@ -226,7 +226,7 @@ def prepare(f: flags.FlagValues) -> GenericJob:
     f.set_default("clip_max", clip_max)
     challenge = _ad_hoc_challenge(f, base, clip_min, clip_max, eps)
     settings = options.attack_settings(f, challenge, f.attack, f.loss, c=f.c)
-    runner.warn_ignored_daa_flags(f, settings)
+    runner.warn_ignored_flags(f, settings)
     runner.warn_repeated_restarts(settings, f.restarts)
     resolve.check_output(f.output)
     strategy = resolve.distribution_strategy()
@@ -273,7 +273,8 @@ def summary(f: flags.FlagValues, job: GenericJob, outcome: runner.Outcome) -> Di
     import daa_tf
 
     settings = dataclasses.asdict(job.settings)
-    settings["loss"] = settings["loss"] if isinstance(settings["loss"], str) else "custom"
+    if "loss" in settings:  # a cascade's stages hold their own losses
+        settings["loss"] = settings["loss"] if isinstance(settings["loss"], str) else "custom"
     settings.update(restarts=f.restarts, seed=f.seed, batch_size=f.batch_size,
                     distribute=f.distribute)
     if job.settings.interacting:

@@ -95,7 +95,9 @@ def _c_help() -> str:
 
 def define_attack_choice_flags() -> None:
     """``--attack``, ``--loss`` and DAA's ``--c``: the one attack a runner runs."""
-    flags.DEFINE_enum("attack", "daa_blob", list(catalogue.ATTACKS), "The attack.")
+    flags.DEFINE_enum("attack", "daa_blob", list(catalogue.RUNNABLE), "The attack; "
+                      "strongest: a cascade of attacks sharing --steps gradients per image, "
+                      "repeated --restarts times (docs/algorithms.md#strongest).")
     flags.DEFINE_enum("loss", "xent", list(catalogue.LOSSES), "The loss the attack ascends.")
     flags.DEFINE_float("c", None, f"DAA constant (default per loss: {_c_help()}; DGF's per unit "
                        "pixel range).")
@@ -221,23 +223,30 @@ def register_batch_size_validator(attacks_flag: str) -> None:
     def valid(values: dict) -> bool:
         attacks = values[attacks_flag]
         attacks = [attacks] if isinstance(attacks, str) else attacks
-        known = [a for a in attacks if a in catalogue.ATTACKS]  # unknown: reported elsewhere
+        known = [a for a in attacks if a in catalogue.RUNNABLE]  # unknown: reported elsewhere
         return check_batch_size(known, values["batch_size"], values["particles"]) is None
 
     flags.register_multi_flags_validator(
         [attacks_flag, "batch_size", "particles"], valid,
-        message="--batch_size must be a multiple of --particles for the DAA attacks")
+        message="--batch_size must be a multiple of --particles for the DAA attacks (and of "
+                f"{catalogue.DEFAULT_PARTICLES} for a cascade, whose stages include DAA)")
 
 
 def attack_settings(f: FlagValues, challenge: registry.Challenge, attack: str, loss: str,
                     c: Optional[float] = None, eps: Optional[float] = None,
-                    step_size: Optional[float] = None) -> catalogue.AttackSettings:
+                    step_size: Optional[float] = None) -> catalogue.RunSettings:
     """The validated settings of ``attack`` with ``loss`` that the flags ask for (``eps`` and
     ``step_size`` override the flags'). A one-step attack, and APGD's schedule, take
     ``--step_size`` only when it is given explicitly (else ``epsilon``, and ``2 epsilon``); a
-    one-step attack refuses ``--steps`` other than 1."""
-    spec = catalogue.get_spec(attack)
+    one-step attack refuses ``--steps`` other than 1. A cascade takes ``--steps`` as its budget
+    of gradients per image (and restart); its stages set their own losses and steps."""
     steps = attack_setting(f, "steps", challenge)
+    if catalogue.is_cascade(attack):
+        return catalogue.cascade_settings(
+            attack, eps=attack_setting(f, "epsilon", challenge) if eps is None else eps,
+            budget=steps, clip_min=challenge.format.clip_min,
+            clip_max=challenge.format.clip_max, jit_compile=jit_compile(f))
+    spec = catalogue.get_spec(attack)
     if step_size is None:
         step_size = attack_setting(f, "step_size", challenge)
         if (spec.one_step or spec.schedule == "apgd") and not f["step_size"].present:

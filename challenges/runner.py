@@ -90,7 +90,7 @@ def _saved_restarts(state: str) -> Optional[int]:
         return None
 
 
-def _warn_not_a_submission(challenge: registry.Challenge, settings: catalogue.AttackSettings,
+def _warn_not_a_submission(challenge: registry.Challenge, settings: catalogue.RunSettings,
                            restarts: int, num_examples: Optional[int]) -> None:
     if num_examples is not None:
         logging.warning("*** --num_examples=%d: the output covers only the first %d test images; "
@@ -102,19 +102,27 @@ def _warn_not_a_submission(challenge: registry.Challenge, settings: catalogue.At
     warn_repeated_restarts(settings, restarts)
 
 
-def warn_repeated_restarts(settings: catalogue.AttackSettings, restarts: int) -> None:
+def warn_repeated_restarts(settings: catalogue.RunSettings, restarts: int) -> None:
     """Warns that restarts of a deterministic attack repeat the same run."""
     if restarts > 1 and not settings.random_start and not settings.interacting:
         logging.warning("%d restarts of %s without --random_start repeat the same run",
                         restarts, settings.attack)
 
 
-def warn_ignored_daa_flags(f: flags.FlagValues, settings: catalogue.AttackSettings) -> None:
-    if not settings.interacting:
-        for name in ("c", "particles", "steps_per_round"):
-            if f[name].present:
-                logging.warning("--%s is a DAA setting: ignored by --attack=%s", name,
-                                settings.attack)
+# Flags an attack does not read: DAA's for the other attacks; the cascade's stages set all these.
+_DAA_FLAGS = ("c", "particles", "steps_per_round")
+_CASCADE_IGNORES = ("loss", "step_size", "random_start") + _DAA_FLAGS
+
+
+def warn_ignored_flags(f: flags.FlagValues, settings: catalogue.RunSettings) -> None:
+    """Warns about each flag given explicitly that ``settings``' attack does not read."""
+    if settings.kind == "cascade":
+        ignored, what = _CASCADE_IGNORES, "set by the cascade's stages"
+    else:
+        ignored, what = (() if settings.interacting else _DAA_FLAGS), "a DAA setting"
+    for name in ignored:
+        if name in f and f[name].present:
+            logging.warning("--%s is %s: ignored by --attack=%s", name, what, settings.attack)
 
 
 def log_state(f: flags.FlagValues, state: str) -> None:
@@ -126,12 +134,20 @@ def log_state(f: flags.FlagValues, state: str) -> None:
                         "to continue from it instead)", state)
 
 
-def _restart_score(settings: catalogue.AttackSettings, accuracy: float) -> str:
+def _restart_score(settings: catalogue.RunSettings, accuracy: float) -> str:
     """A restart's figure: its accuracy, or for a targeted attack its success rate (``daa_tf.run``
     reports the fraction of images not classified as their target)."""
     if settings.targeted:
         return f"targeted success {100 * (1 - accuracy):.2f}%"
     return f"accuracy {100 * accuracy:.2f}%"
+
+
+def _part(settings: catalogue.RunSettings, index: int, restarts: int) -> str:
+    """How the logs name run ``index``: ``restart i/R``, or a cascade's ``stage i`` (counted over
+    its restarts)."""
+    if settings.kind == "cascade":
+        return f"stage {index + 1}"
+    return f"restart {index + 1}/{restarts}"
 
 
 def _attack(f: flags.FlagValues, job: "Job", state: str) -> Any:
@@ -141,7 +157,7 @@ def _attack(f: flags.FlagValues, job: "Job", state: str) -> Any:
     settings = job.settings
 
     def log_restart(index: int, accuracy: float, seconds: float) -> None:
-        logging.info("restart %d/%d: %s (%.1f s)", index + 1, f.restarts,
+        logging.info("%s: %s (%.1f s)", _part(settings, index, f.restarts),
                      _restart_score(settings, accuracy), seconds)
 
     extra = {"strategy": job.strategy} if job.strategy is not None else {}
@@ -153,7 +169,7 @@ def _attack(f: flags.FlagValues, job: "Job", state: str) -> Any:
                         on_restart=log_restart, **extra)
     resumed = len(result.restart_accuracies) - len(result.restart_seconds)
     for i, accuracy in enumerate(result.restart_accuracies[:resumed]):
-        logging.info("restart %d/%d: %s (earlier run)", i + 1, f.restarts,
+        logging.info("%s: %s (earlier run)", _part(settings, i, f.restarts),
                      _restart_score(settings, accuracy))
     return result
 
@@ -168,7 +184,7 @@ class Job:
     """
 
     challenge: registry.Challenge
-    settings: catalogue.AttackSettings
+    settings: catalogue.RunSettings
     strategy: Any
     model: Any
     x: np.ndarray
@@ -194,8 +210,9 @@ class Outcome:
 
 def _interrupted(f: flags.FlagValues, module: str, output: str, state: str) -> int:
     saved = _saved_restarts(state) if os.path.exists(state) else None
-    where = (f"{saved} of {f.restarts} restarts are saved in {state}"
-             if saved is not None else "no restart has finished yet, nothing is saved")
+    part = "stages" if catalogue.is_cascade(f.attack) else f"of {f.restarts} restarts"
+    where = (f"{saved} {part} are saved in {state}"
+             if saved is not None else "nothing has finished yet, nothing is saved")
     logging.error("interrupted: %s; %s was not written. Resume with:\n  %s", where, output,
                   cli.command(module, resume=True))
     return cli.INTERRUPTED
@@ -254,15 +271,14 @@ def prepare(challenge: registry.Challenge, f: flags.FlagValues) -> Job:
     """A challenge runner's preparation: settings, warnings, the model and the test data (and a
     targeted challenge's target classes), logs."""
     settings = _targeted(challenge, options.attack_settings(f, challenge, f.attack, f.loss, c=f.c))
-    warn_ignored_daa_flags(f, settings)
+    warn_ignored_flags(f, settings)
     _warn_not_a_submission(challenge, settings, f.restarts, f.num_examples)
     resolve.check_output(f.output)
     strategy = resolve.distribution_strategy()
     model, path, x, y, source = resolve.inputs_from_flags(challenge, f, strategy)
     batch_size = f.batch_size
     if batch_size is None:
-        batch_size = challenge.defaults.attack_batch_size(
-            settings.particles if settings.interacting else None)
+        batch_size = challenge.defaults.attack_batch_size(settings.batch_multiple)
     if len(x) < challenge.format.num_test and f.num_examples is None:
         logging.warning("*** the test data holds only %d images (the test set has %d): the "
                         "output is NOT a leaderboard submission. ***", len(x),
@@ -282,8 +298,8 @@ def prepare(challenge: registry.Challenge, f: flags.FlagValues) -> Job:
     return Job(challenge, settings, strategy, model, x, y, targets, rule or "", batch_size)
 
 
-def _targeted(challenge: registry.Challenge, settings: catalogue.AttackSettings
-              ) -> catalogue.AttackSettings:
+def _targeted(challenge: registry.Challenge, settings: catalogue.RunSettings
+              ) -> catalogue.RunSettings:
     """``settings`` made targeted for a targeted challenge (as they are for the others)."""
     if challenge.targets is None:
         return settings

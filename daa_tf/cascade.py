@@ -3,137 +3,158 @@ on the examples still classified correctly, the worst case kept, within a gradie
 
 Each stage is an ordinary :func:`daa_tf.run` (restarts, early stop, ODI, targets) on the examples
 the earlier stages did not fool, so the cascade spends its budget where it is still needed. The
-default sequence is provisional (measured on the shared MNIST model only, see
-``docs/algorithms.md#strongest``): APGD with the cross-entropy on every example, then APGD with
-the targeted DLR toward the 9 most likely wrong classes (AutoAttack's APGD-CE then APGD-T).
+stages and the default sequence are catalogue entries (:class:`daa_tf.catalogue.Stage`,
+:func:`daa_tf.catalogue.default_stages`); ``daa_tf.run`` runs a cascade's settings through
+:func:`run` here, so every runner takes ``--attack=strongest``. Restarts repeat the whole cascade
+(new seeds) on the examples still classified correctly; the state is saved after every stage.
 """
-import dataclasses
+import hashlib
+import json
+import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
 from daa_tf import catalogue, driver, validation
 from daa_tf import loop
 
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """One stage: ``attack`` (a catalogue name) with ``settings`` (``steps``, ``loss``,
-    ``targets``, ``init``, ``step_size``, ...; ``eps`` and the box come from the cascade) and
-    ``restarts``. Its budget per image: ``restarts x max(1, targets) x (odi_steps + steps)``."""
-
-    attack: str
-    settings: Dict[str, Any]
-    restarts: int = 1
-
-    def gradients(self, classes: int) -> int:
-        """Gradients per image of this stage on a model with ``classes`` logits."""
-        s = catalogue.attack_settings(self.attack, eps=1.0, **self.settings)
-        runs = min(s.targets, classes - 1) if s.targets else 1
-        return self.restarts * runs * (s.odi_steps + s.steps)
+Stage = catalogue.Stage
+DEFAULT_SEQUENCE = catalogue.DEFAULT_SEQUENCE
+MIN_STAGE_STEPS = catalogue.MIN_STAGE_STEPS
+default_stages = catalogue.default_stages
 
 
-# The provisional default sequence (docs/algorithms.md#strongest): APGD with varied losses, DAA
-# directions and ODI starts. Measured on the shared MNIST model (first 1000 test images, eps 0.3,
-# one seed): these ten stages of 100 steps 89.6%; APGD-CE then APGD-T (9 targets) 89.9%.
-DEFAULT_SEQUENCE = (
-    ("apgd", {"loss": "xent"}),
-    ("apgd_daa_blob", {"loss": "cw"}),
-    ("apgd_daa_dgf", {"loss": "xent"}),
-    ("apgd", {"loss": "dlr"}),
-    ("apgd", {"loss": "margin", "init": "odi"}),
-    ("apgd_daa_blob", {"loss": "margin"}),
-    ("apgd", {"loss": "xent", "init": "odi"}),
-    ("apgd_daa_blob", {"loss": "xent"}),
-    ("apgd", {"loss": "cw"}),
-    ("apgd_daa_dgf", {"loss": "cw", "init": "odi"}),
-)
-MIN_STAGE_STEPS = 10
+def stage_seed(seed: int, index: int) -> int:
+    """The seed of stage ``index`` (counted over restarts): ``SeedSequence([seed, index])``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def default_stages(budget: int, classes: int = 10) -> List[Stage]:
-    """The provisional default sequence for ``budget`` (at least 1) gradients per image: the stages
-    of :data:`DEFAULT_SEQUENCE`, as many as give each at least :data:`MIN_STAGE_STEPS` gradients
-    (at most ten, at least one), the budget shared equally (a stage with an ODI start spends 2 of
-    its share on it; DLR needs 3 classes and is skipped below)."""
-    budget = catalogue.whole_number("budget", budget, 1)
-    sequence = [(attack, settings) for attack, settings in DEFAULT_SEQUENCE
-                if classes >= 3 or settings["loss"] != "dlr"]
-    count = max(1, min(len(sequence), budget // MIN_STAGE_STEPS))
-    share = budget // count
-    stages = []
-    for attack, settings in sequence[:count]:
-        settings = dict(settings)
-        odi = settings.get("init") == "odi" and share > 2 * catalogue.DEFAULT_ODI_STEPS
-        if not odi:
-            settings.pop("init", None)
-        settings["steps"] = share - (catalogue.DEFAULT_ODI_STEPS if odi else 0)
-        stages.append(Stage(attack, settings))
-    return stages
+def _fingerprint(settings: catalogue.CascadeSettings, stages: Sequence[Stage], x0: np.ndarray,
+                 y: np.ndarray, seed: int) -> str:
+    """Everything a saved cascade state depends on (not the number of restarts)."""
+    described = [[s.attack, sorted((k, repr(v)) for k, v in s.settings.items()), s.restarts]
+                 for s in stages]
+    head = [settings.attack, settings.eps, settings.clip_min, settings.clip_max, described, seed]
+    digest = hashlib.sha256(json.dumps(head).encode())
+    digest.update(np.ascontiguousarray(x0).tobytes())
+    digest.update(np.ascontiguousarray(y).tobytes())
+    return digest.hexdigest()
 
 
-def strongest(model: loop.Model, x: Any, y: Any, *, eps: float, budget: int = 1000,
-              seed: int = 0, stages: Optional[Sequence[Stage]] = None, clip_min: float = 0.0,
-              clip_max: float = 1.0, batch_size: Optional[int] = None, verbose: int = 0,
-              jit_compile: Optional[bool] = None,
-              on_stage: Optional[Callable[[int, Stage, float, float], None]] = None
-              ) -> driver.RunResult:
-    """The cascade on the whole set ``x`` ``[N, ...]`` (pixel units in ``[clip_min, clip_max]``),
-    labels ``y`` ``[N]``, L-inf radius ``eps`` (pixel units), at most ``budget`` gradients per
-    image (the stages' budgets summed; ``stages`` default :func:`default_stages`).
+def _initial_state(model: loop.Model, x0: np.ndarray, y: np.ndarray, batch_size: int,
+                   jit_compile: Optional[bool]) -> "tuple[driver.Merged, int]":
+    """The clean images as the starting worst case (examples misclassified already count as
+    fooled), and the model's number of classes."""
+    pred, score, logits = driver.evaluate(model, x0, y, "margin", batch_size, jit_compile)
+    return driver.Merged(x0.copy(), score, pred != y, []), int(logits.shape[1])
 
-    Examples the model already misclassifies keep their clean image. Each stage attacks the
-    examples still classified correctly; a fooled example keeps the first stage's point that fooled
-    it, one never fooled keeps the point of highest margin ``max_{j != y} z_j - z_y`` over the
-    stages. ``on_stage(index, stage, accuracy, seconds)`` is called after each stage with the
-    accuracy of the whole set so far. Returns the driver's :class:`~daa_tf.driver.RunResult`:
-    ``restart_accuracies`` / ``restart_seconds`` hold one entry per stage,
-    ``gradients_per_image`` the summed budget, ``gradients_mean`` the gradients spent per image.
+
+def _stage(model: loop.Model, merged: driver.Merged, x0: np.ndarray, y: np.ndarray,
+           settings: catalogue.CascadeSettings, stage: Stage, seed: int, run_kwargs: dict
+           ) -> float:
+    """One stage on the examples ``merged`` has not fooled, merged in place (the first point
+    that fools an example is kept, else the highest margin). Returns the gradients spent."""
+    rows = np.flatnonzero(~merged.fooled)
+    if not len(rows):
+        return 0.0
+    result = driver.run(model, x0[rows], y[rows], stage.attack, restarts=stage.restarts,
+                        seed=seed, eps=settings.eps, clip_min=settings.clip_min,
+                        clip_max=settings.clip_max, jit_compile=settings.jit_compile,
+                        **run_kwargs, **stage.settings)
+    batch = run_kwargs.get("batch_size") or catalogue.DEFAULT_BATCH
+    pred, score, _ = driver.evaluate(model, result.x_adv, y[rows], "margin", batch,
+                                     settings.jit_compile)
+    merged.update(rows, result.x_adv, score, pred != y[rows])
+    return result.gradients_mean * len(rows)
+
+
+def run(model: loop.Model, x: Any, y: Any, settings: catalogue.CascadeSettings,
+        restarts: int = 1, batch_size: Optional[int] = None, seed: int = 0, verbose: int = 1,
+        state_path: Optional[str] = None, resume: bool = False, strategy: Any = None,
+        on_restart: Optional[Callable[[int, float, float], None]] = None,
+        steps_per_round: int = catalogue.DEFAULT_STEPS_PER_ROUND,
+        on_stage: Optional[Callable[[int, Stage, float, float], None]] = None
+        ) -> driver.RunResult:
+    """The cascade ``settings`` over the whole set ``x`` ``[N, ...]`` (pixel units in the box),
+    labels ``y`` ``[N]``; what ``daa_tf.run`` does with a cascade's settings (same arguments:
+    ``batch_size``, ``verbose``, ``strategy``, ``steps_per_round`` go to every stage's run).
+
+    ``restarts`` repeat the whole cascade on the examples still classified correctly (stage
+    ``i`` counted over the restarts takes the seed :func:`stage_seed` ``(seed, i)``). Examples
+    misclassified already keep their clean image; a fooled example keeps the first point that
+    fooled it, one never fooled the point of highest margin ``max_{j != y} z_j - z_y`` over the
+    stages. With ``state_path`` the state is saved after every stage and ``resume=True``
+    continues from it (the result equals an uninterrupted run). ``on_restart(index, accuracy,
+    seconds)`` is called after every stage (``index`` counted over the restarts) with the
+    accuracy of the whole set so far; ``on_stage(index, stage, accuracy, seconds)`` likewise,
+    with the stage. The result's ``restart_accuracies`` / ``restart_seconds``
+    hold one entry per stage, ``gradients_per_image`` is ``restarts x`` the stages' budgets,
+    ``gradients_mean`` the gradients spent per image in this call.
     """
     x0 = validation.as_batch(x, np.float32, "x")
     y = np.asarray(y)
-    validation.check_batch(x0, y, clip_min, clip_max)
+    validation.check_batch(x0, y, settings.clip_min, settings.clip_max)
     y = y.astype(np.int32)
-    n = len(x0)
-    pred, score, logits = driver.evaluate(model, x0, y, "margin", batch_size or
-                                          catalogue.DEFAULT_BATCH, jit_compile)
-    classes = logits.shape[1]
-    stages = list(default_stages(budget, classes) if stages is None else stages)
-    total = sum(stage.gradients(classes) for stage in stages)
-    if total > budget:
-        raise ValueError(f"the stages need {total} gradients per image, more than the budget "
-                         f"{budget}")
-    x_adv = x0.copy()
-    fooled = pred != y
-    accuracies: List[float] = []
+    restarts = catalogue.whole_number("restarts", restarts, 1)
+    problem = catalogue.batch_size_error(settings.attack, batch_size, None)
+    if problem:
+        raise ValueError(problem)
+    merged, classes = _initial_state(model, x0, y, batch_size or catalogue.DEFAULT_BATCH,
+                                     settings.jit_compile)
+    stages = settings.stages_for(classes)
+    fingerprint = _fingerprint(settings, stages, x0, y, seed)
+    if state_path and resume and os.path.exists(state_path):
+        merged = driver.Merged.load(state_path, fingerprint)
+    done = len(merged.restart_accuracies)
+    if done > restarts * len(stages):
+        raise ValueError(f"the saved state {state_path} holds {done} stages, more than the "
+                         f"{restarts} x {len(stages)} asked for; ask for more restarts or start "
+                         "afresh")
+    run_kwargs = dict(batch_size=batch_size, verbose=verbose, steps_per_round=steps_per_round,
+                      **({"strategy": strategy} if strategy is not None else {}))
     seconds: List[float] = []
     spent = 0.0
-    for index, stage in enumerate(stages):
+    for index in range(done, restarts * len(stages)):
         started = time.perf_counter()
-        rows = np.flatnonzero(~fooled)
-        if len(rows):
-            stage_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-            result = driver.run(model, x0[rows], y[rows], stage.attack, restarts=stage.restarts,
-                                batch_size=batch_size, seed=stage_seed, verbose=verbose,
-                                eps=eps, clip_min=clip_min, clip_max=clip_max,
-                                jit_compile=jit_compile, **stage.settings)
-            stage_pred, stage_score, _ = driver.evaluate(
-                model, result.x_adv, y[rows], "margin", batch_size or catalogue.DEFAULT_BATCH,
-                jit_compile)
-            success = stage_pred != y[rows]
-            take = success | (stage_score > score[rows])
-            x_adv[rows[take]] = result.x_adv[take]
-            score[rows[take]] = stage_score[take]
-            fooled[rows] |= success
-            spent += result.gradients_mean * len(rows)
-        accuracies.append(float(np.mean(~fooled)))
+        spent += _stage(model, merged, x0, y, settings, stages[index % len(stages)],
+                        stage_seed(seed, index), run_kwargs)
+        merged.restart_accuracies.append(float(np.mean(~merged.fooled)))
+        if state_path:
+            merged.save(state_path, fingerprint)
         seconds.append(time.perf_counter() - started)
+        if on_restart is not None:
+            on_restart(index, merged.restart_accuracies[-1], seconds[-1])
         if on_stage is not None:
-            on_stage(index, stage, accuracies[-1], seconds[-1])
-    pred, _, _ = driver.evaluate(model, x_adv, y, "xent", batch_size or catalogue.DEFAULT_BATCH,
-                                 jit_compile)
+            on_stage(index, stages[index % len(stages)], merged.restart_accuracies[-1],
+                     seconds[-1])
+    pred, _, _ = driver.evaluate(model, merged.x, y, "xent",
+                                 batch_size or catalogue.DEFAULT_BATCH, settings.jit_compile)
     correct = pred == y
-    return driver.RunResult(x_adv=x_adv, accuracy=float(np.mean(correct)), correct=correct,
-                            restart_accuracies=accuracies, restart_seconds=seconds,
-                            gradients_per_image=total, gradients_mean=spent / n)
+    return driver.RunResult(x_adv=merged.x, accuracy=float(np.mean(correct)), correct=correct,
+                            restart_accuracies=list(merged.restart_accuracies),
+                            restart_seconds=seconds,
+                            gradients_per_image=restarts * sum(s.gradients(classes)
+                                                               for s in stages),
+                            gradients_mean=spent / len(x0))
+
+
+def strongest(model: loop.Model, x: Any, y: Any, *, eps: float,
+              budget: int = catalogue.DEFAULT_BUDGET, seed: int = 0,
+              stages: Optional[Sequence[Stage]] = None, clip_min: float = 0.0,
+              clip_max: float = 1.0, batch_size: Optional[int] = None, verbose: int = 0,
+              jit_compile: Optional[bool] = None, restarts: int = 1,
+              on_stage: Optional[Callable[[int, Stage, float, float], None]] = None,
+              **run_kwargs: Any) -> driver.RunResult:
+    """The cascade on the whole set ``x`` ``[N, ...]`` (pixel units in ``[clip_min,
+    clip_max]``), labels ``y`` ``[N]``, L-inf radius ``eps`` (pixel units), at most ``budget``
+    gradients per image (and restart; the stages' budgets summed; ``stages`` default
+    :func:`daa_tf.catalogue.default_stages`). ``on_stage(index, stage, accuracy, seconds)`` is
+    called after each stage with the accuracy of the whole set so far; ``run_kwargs``
+    (``state_path``, ``resume``, ``strategy``) go to :func:`run`, which documents the result.
+    """
+    settings = catalogue.cascade_settings(eps=eps, budget=budget, clip_min=clip_min,
+                                          clip_max=clip_max, jit_compile=jit_compile,
+                                          stages=stages)
+    return run(model, x, y, settings, restarts=restarts, batch_size=batch_size, seed=seed,
+               verbose=verbose, on_stage=on_stage, **run_kwargs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
 
 # Loss names (docs/algorithms.md#losses) and their labels in tables.
 LOSS_LABELS: Dict[str, str] = {"xent": "xent", "cw": "CW", "dlr": "DLR", "margin": "margin"}
@@ -94,12 +94,43 @@ ATTACKS: Dict[str, AttackSpec] = {spec.name: spec for spec in (
 DAA_ATTACKS: Tuple[str, ...] = tuple(name for name, spec in ATTACKS.items() if spec.interacting)
 
 
+@dataclasses.dataclass(frozen=True)
+class CascadeSpec:
+    """A cascade of catalogue attacks run one after another within a gradient budget
+    (docs/algorithms.md#strongest)."""
+
+    name: str
+    label: str
+
+
+CASCADES: Dict[str, CascadeSpec] = {"strongest": CascadeSpec("strongest", "strongest")}
+# Everything a runner's --attack takes: the attacks, then the cascades.
+RUNNABLE: Tuple[str, ...] = (*ATTACKS, *CASCADES)
+DEFAULT_BUDGET = 1000        # the cascade's gradients per image when the caller gives none
+
+
 def get_spec(attack: str) -> AttackSpec:
     """The catalogue entry of ``attack``; ValueError naming the choices otherwise."""
     try:
         return ATTACKS[attack]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown attack {attack!r}: use one of {', '.join(ATTACKS)}") from None
+        if attack in CASCADES:
+            raise ValueError(f"{attack} is a cascade of attacks, not one attack: build its "
+                             "settings with cascade_settings") from None
+        raise ValueError(f"unknown attack {attack!r}: use one of {', '.join(RUNNABLE)}") from None
+
+
+def label(attack: str) -> str:
+    """The table label of an attack or cascade of :data:`RUNNABLE`."""
+    if attack in CASCADES:
+        return CASCADES[attack].label
+    return get_spec(attack).label
+
+
+def is_cascade(attack: Any) -> bool:
+    """True for a cascade's name or settings (:data:`CASCADES`, :class:`CascadeSettings`)."""
+    return isinstance(attack, CascadeSettings) or (isinstance(attack, str) and
+                                                    attack in CASCADES)
 
 
 def check_loss(loss: LossSpec) -> None:
@@ -144,6 +175,8 @@ class AttackSettings:
     Build it with :func:`attack_settings`.
     """
 
+    kind: ClassVar[str] = "attack"
+
     attack: str
     eps: float
     step_size: float
@@ -169,6 +202,11 @@ class AttackSettings:
     @property
     def interacting(self) -> bool:
         return self.spec.interacting
+
+    @property
+    def batch_multiple(self) -> Optional[int]:
+        """What a batch size must be a multiple of (DAA: its group size), None for any size."""
+        return self.particles if self.interacting else None
 
     @property
     def effective_c(self) -> Optional[float]:
@@ -298,6 +336,153 @@ def _target_settings(spec: AttackSpec, targets: Optional[int], targeted: bool,
     return {"targets": count}
 
 
+# ------------------------------------------------------------------------------- the cascade
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of a cascade: ``attack`` (a name of :data:`ATTACKS`) with ``settings``
+    (``steps``, ``loss``, ``targets``, ``init``, ``step_size``, ...; ``eps``, the box and the
+    compilation come from the cascade) and ``restarts``. Its budget per image: ``restarts x
+    max(1, targets) x (odi_steps + steps)``."""
+
+    attack: str
+    settings: Mapping[str, Any]
+    restarts: int = 1
+
+    def gradients(self, classes: int) -> int:
+        """Gradients per image of this stage on a model with ``classes`` logits."""
+        s = attack_settings(self.attack, eps=1.0, **self.settings)
+        runs = min(s.targets, classes - 1) if s.targets else 1
+        return self.restarts * runs * (s.odi_steps + s.steps)
+
+    def describe(self) -> str:
+        """``attack (setting value, ...)`` for logs and tables."""
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(self.settings.items()))
+        return f"{self.attack} ({shown})" + (f" x {self.restarts}" if self.restarts > 1 else "")
+
+
+# The default sequence (docs/algorithms.md#strongest): APGD with varied losses, DAA directions
+# and ODI starts, each stage an equal share of the budget.
+DEFAULT_SEQUENCE: Tuple[Tuple[str, Mapping[str, Any]], ...] = (
+    ("apgd", {"loss": "xent"}),
+    ("apgd_daa_blob", {"loss": "cw"}),
+    ("apgd_daa_dgf", {"loss": "xent"}),
+    ("apgd", {"loss": "dlr"}),
+    ("apgd", {"loss": "margin", "init": "odi"}),
+    ("apgd_daa_blob", {"loss": "margin"}),
+    ("apgd", {"loss": "xent", "init": "odi"}),
+    ("apgd_daa_blob", {"loss": "xent"}),
+    ("apgd", {"loss": "cw"}),
+    ("apgd_daa_dgf", {"loss": "cw", "init": "odi"}),
+)
+MIN_STAGE_STEPS = 10
+
+
+def default_stages(budget: int, classes: int = 10) -> List[Stage]:
+    """The default sequence for ``budget`` (at least 1) gradients per image: the stages of
+    :data:`DEFAULT_SEQUENCE`, as many as give each at least :data:`MIN_STAGE_STEPS` gradients
+    (at most all, at least one), the budget shared equally (a stage with an ODI start spends
+    :data:`DEFAULT_ODI_STEPS` of its share on it, and drops it below twice that; DLR needs 3
+    classes and is skipped below)."""
+    budget = whole_number("budget", budget, 1)
+    sequence = [(attack, settings) for attack, settings in DEFAULT_SEQUENCE
+                if classes >= 3 or settings["loss"] != "dlr"]
+    count = max(1, min(len(sequence), budget // MIN_STAGE_STEPS))
+    share = budget // count
+    stages = []
+    for attack, settings in sequence[:count]:
+        settings = dict(settings)
+        odi = settings.get("init") == "odi" and share > 2 * DEFAULT_ODI_STEPS
+        if not odi:
+            settings.pop("init", None)
+        settings["steps"] = share - (DEFAULT_ODI_STEPS if odi else 0)
+        stages.append(Stage(attack, settings))
+    return stages
+
+
+@dataclasses.dataclass(frozen=True)
+class CascadeSettings:
+    """A validated cascade (docs/algorithms.md#strongest): ``budget`` gradients per image (and
+    restart) shared by ``stages`` (None: :func:`default_stages`), at L-inf radius ``eps`` in the
+    pixel box ``[clip_min, clip_max]``. Untargeted. It answers the questions a runner asks of any
+    settings (``interacting``, ``targets``, ``random_start``, ...) as an untargeted attack with
+    random starts and no particles would. Build it with :func:`cascade_settings`."""
+
+    kind: ClassVar[str] = "cascade"
+    interacting: ClassVar[bool] = False
+    targeted: ClassVar[bool] = False
+    targets: ClassVar[int] = 0
+    random_start: ClassVar[bool] = True
+    particles: ClassVar[Optional[int]] = None
+
+    attack: str
+    eps: float
+    budget: int
+    clip_min: float = 0.0
+    clip_max: float = 1.0
+    jit_compile: Optional[bool] = None
+    stages: Optional[Tuple[Stage, ...]] = None
+
+    @property
+    def spec(self) -> CascadeSpec:
+        return CASCADES[self.attack]
+
+    @property
+    def batch_multiple(self) -> int:
+        """The default sequence's DAA stages take batches of whole groups."""
+        return DEFAULT_PARTICLES
+
+    def stages_for(self, classes: int) -> List[Stage]:
+        """The stages on a model with ``classes`` logits, checked against the budget."""
+        stages = (default_stages(self.budget, classes) if self.stages is None
+                  else list(self.stages))
+        total = sum(stage.gradients(classes) for stage in stages)
+        if total > self.budget:
+            raise ValueError(f"the stages need {total} gradients per image, more than the "
+                             f"budget {self.budget}")
+        return stages
+
+    def replace(self, **changes: Any) -> "CascadeSettings":
+        """A copy with ``changes``, validated again (``targeted=True`` is refused)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(changes)
+        return cascade_settings(**fields)
+
+
+def cascade_settings(attack: str = "strongest", *, eps: float,
+                     budget: int = DEFAULT_BUDGET, clip_min: float = 0.0,
+                     clip_max: float = 1.0, jit_compile: Optional[bool] = None,
+                     stages: Optional[Any] = None, targeted: bool = False
+                     ) -> CascadeSettings:
+    """Validates a cascade's settings (see :class:`CascadeSettings`). A cascade is untargeted:
+    ``targeted=True`` is refused."""
+    if attack not in CASCADES:
+        raise ValueError(f"unknown cascade {attack!r}: use one of {', '.join(CASCADES)}")
+    if targeted:
+        raise ValueError(f"{attack} is an untargeted cascade (its stages pick their own target "
+                         "classes): for a targeted attack use one of the attacks")
+    _check_box(clip_min, clip_max)
+    if stages is not None:
+        stages = tuple(stages)
+        for stage in stages:
+            if not isinstance(stage, Stage) or stage.attack not in ATTACKS:
+                raise ValueError(f"a cascade's stages are Stage(attack, settings) of the "
+                                 f"catalogue's attacks, got {stage!r}")
+            whole_number("a stage's restarts", stage.restarts, 1)
+            stage.gradients(10)  # validates the stage's settings
+        if not stages:
+            raise ValueError("a cascade needs at least one stage")
+    return CascadeSettings(attack=attack, eps=_positive("eps", eps),
+                           budget=whole_number("budget", budget, 1), clip_min=float(clip_min),
+                           clip_max=float(clip_max),
+                           jit_compile=None if jit_compile is None else bool(jit_compile),
+                           stages=stages)
+
+
+RunSettings = Union[AttackSettings, CascadeSettings]
+
+
 def batch_size_error(attack: str, batch_size: Optional[int], particles: Optional[int]
                      ) -> Optional[str]:
     """Why ``batch_size`` does not suit ``attack`` (DAA: a multiple of ``particles``), or None.
@@ -306,7 +491,9 @@ def batch_size_error(attack: str, batch_size: Optional[int], particles: Optional
         return None
     if batch_size < 1:
         return f"batch_size must be positive, got {batch_size}"
-    if get_spec(attack).interacting and batch_size % (particles or DEFAULT_PARTICLES):
+    # a cascade's default sequence has DAA stages: its batches are a whole number of groups
+    grouped = attack in CASCADES or get_spec(attack).interacting
+    if grouped and batch_size % (particles or DEFAULT_PARTICLES):
         return (f"batch_size must be a positive multiple of particles "
                 f"({particles or DEFAULT_PARTICLES}) for {attack}, got {batch_size}")
     return None
@@ -321,8 +508,15 @@ def default_batch_size(settings: AttackSettings, n: int) -> int:
     return min(DEFAULT_BATCH, n)
 
 
-def describe(settings: AttackSettings, restarts: Optional[int] = None) -> str:
+def describe(settings: RunSettings, restarts: Optional[int] = None) -> str:
     """A one-line summary of ``settings`` (and the number of restarts) for logs."""
+    if isinstance(settings, CascadeSettings):
+        sequence = ("default sequence" if settings.stages is None else
+                    "stages " + "; ".join(stage.describe() for stage in settings.stages))
+        return (f"{settings.attack} cascade, eps {settings.eps:g}, budget {settings.budget} "
+                f"gradients per image" + (f" and restart, {restarts} restarts"
+                                          if restarts not in (None, 1) else "")
+                + f", {sequence}")
     loss = settings.loss if isinstance(settings.loss, str) else "custom"
     parts = [f"{settings.attack}, loss {loss}", f"eps {settings.eps:g}",
              f"step size {settings.step_size:g}", f"{settings.steps} steps"]

@@ -96,8 +96,9 @@ def _fingerprint(settings: catalogue.AttackSettings, x0: np.ndarray, y: np.ndarr
 
 
 @dataclasses.dataclass
-class _Merged:
-    """The running worst case over restarts."""
+class Merged:
+    """The running worst case over restarts (or a cascade's stages): per example the point kept,
+    its score and whether it fools the model, with the accuracy after each restart (stage)."""
 
     x: np.ndarray
     score: np.ndarray
@@ -125,7 +126,7 @@ class _Merged:
             fingerprint=np.asarray(fingerprint)))
 
     @classmethod
-    def load(cls, path: str, fingerprint: str) -> "_Merged":
+    def load(cls, path: str, fingerprint: str) -> "Merged":
         try:
             with np.load(path) as state:
                 saved = {key: state[key] for key in
@@ -299,8 +300,8 @@ def _attack_rounds(plan: _Plan, active: np.ndarray, x_r: np.ndarray, labels: np.
     return tracked[0] if tracked is not None else x_r
 
 
-def _restart(plan: _Plan, merged: Optional[_Merged], restart: int, progress: _Progress
-             ) -> Tuple[_Merged, np.ndarray, int]:
+def _restart(plan: _Plan, merged: Optional[Merged], restart: int, progress: _Progress
+             ) -> Tuple[Merged, np.ndarray, int]:
     """Restart ``restart``: every run (one per target class) from its own start, merged into
     the worst case. Returns the merged state, which examples this restart fooled (or, with early
     stop, an earlier one did) and the model gradients spent."""
@@ -332,18 +333,18 @@ def _restart(plan: _Plan, merged: Optional[_Merged], restart: int, progress: _Pr
         score = -loss if s.targeted else loss
         restart_success[active] |= success
         if merged is None:  # the first run: every example active
-            merged = _Merged(points, score, success.copy(), [])
+            merged = Merged(points, score, success.copy(), [])
         else:
             merged.update(active, points[active], score, success)
     return merged, restart_success, spent
 
 
 def _resumed_state(state_path: Optional[str], resume: bool, fingerprint: str,
-                   restarts: int) -> Optional[_Merged]:
+                   restarts: int) -> Optional[Merged]:
     """The saved state to continue from, if asked for and present (checked against this run)."""
     if not (state_path and resume and os.path.exists(state_path)):
         return None
-    merged = _Merged.load(state_path, fingerprint)
+    merged = Merged.load(state_path, fingerprint)
     done = len(merged.restart_accuracies)
     if done > restarts:
         raise ValueError(f"the saved state {state_path} holds {done} restarts, more than the "
@@ -351,8 +352,24 @@ def _resumed_state(state_path: Optional[str], resume: bool, fingerprint: str,
     return merged
 
 
+def _cascade(model: loop.Model, x: Any, y: Any,
+             attack: Union[str, catalogue.CascadeSettings], attack_params: Dict[str, Any],
+             early_stop: Optional[bool], **run_kwargs: Any) -> RunResult:
+    """A cascade through :func:`daa_tf.cascade.run` (which runs its stages through :func:`run`)."""
+    from daa_tf import cascade
+
+    if isinstance(attack, catalogue.CascadeSettings):
+        settings = attack.replace(**attack_params) if attack_params else attack
+    else:
+        settings = catalogue.cascade_settings(attack, **attack_params)
+    if early_stop is False:
+        raise ValueError(f"{settings.attack} always stops early: each stage attacks only the "
+                         "examples the earlier ones did not fool")
+    return cascade.run(model, x, y, settings, **run_kwargs)
+
+
 def run(model: loop.Model, x: Any, y: Any,
-        attack: Union[str, catalogue.AttackSettings] = "daa_blob", restarts: int = 1,
+        attack: Union[str, catalogue.RunSettings] = "daa_blob", restarts: int = 1,
         steps_per_round: int = catalogue.DEFAULT_STEPS_PER_ROUND,
         batch_size: Optional[int] = None, seed: int = 0, verbose: int = 1,
         state_path: Optional[str] = None, resume: bool = False,
@@ -377,7 +394,16 @@ def run(model: loop.Model, x: Any, y: Any,
     attacked again by later restarts or target runs; the merged result is the same
     (docs/algorithms.md#early-stop). The result reports the gradient budget per image and the
     gradients actually spent (:class:`RunResult`).
+
+    A cascade (``attack="strongest"`` with ``eps``, ``budget``, ``stages``, the box, or its
+    :class:`daa_tf.catalogue.CascadeSettings`) runs through :func:`daa_tf.cascade.run`: its
+    restarts repeat the cascade, its restart figures are per stage.
     """
+    if catalogue.is_cascade(attack):
+        return _cascade(model, x, y, attack, attack_params, early_stop, restarts=restarts,
+                        steps_per_round=steps_per_round, batch_size=batch_size, seed=seed,
+                        verbose=verbose, state_path=state_path, resume=resume,
+                        strategy=strategy, on_restart=on_restart)
     plan = _plan(model, x, y, attack, steps_per_round, batch_size, seed, strategy, early_stop,
                  attack_params)
     restarts = catalogue.whole_number("restarts", restarts, 1)

@@ -101,6 +101,36 @@ def test_mnist_daa_blob_writes_a_valid_file_the_evaluator_agrees_with(mnist_run,
     assert_evaluator_agrees("mnist", output, mnist_fixtures(shared), log, tmp_path)
 
 
+def test_mnist_strongest_writes_a_valid_file_the_evaluator_agrees_with(shared, tmp_path):
+    """``--attack=strongest``: the cascade through the same runner, ``--steps`` its budget."""
+    from daa_tf.data import load_mnist
+
+    output = tmp_path / "strongest.npy"
+    done = run_module("challenges.mnist", {
+        "attack": "strongest", "steps": 20, "restarts": 1, "num_examples": 100, "verbose": 0,
+        "loss": "cw", "output": output, **mnist_fixtures(shared)})
+    assert done.returncode == 0, done.stderr
+    x_nat, _ = load_mnist(data_dir=shared / "data/mnist", num_examples=100)
+    size = submission.check(np.load(output), x_nat, registry.CHALLENGES["mnist"].format)
+    assert 0 < size.linf <= 0.3 + 1e-6
+    log = done.stderr
+    for expected in ("strongest cascade", "budget 20 gradients per image", "stage 1: accuracy",
+                     "stage 2: accuracy", "gradients per image: budget 20",
+                     "--loss is set by the cascade's stages: ignored"):
+        assert expected in log, expected
+    assert "stage 3:" not in log  # a budget of 20: two stages of the minimum 10 gradients
+    assert_evaluator_agrees("mnist", output, mnist_fixtures(shared), log, tmp_path)
+
+
+def test_a_targeted_challenge_refuses_the_cascade():
+    from daa_tf import catalogue
+
+    settings = catalogue.cascade_settings(eps=2 / 255)
+    with pytest.raises(ValueError, match="untargeted cascade"):
+        runner._targeted(registry.CHALLENGES["imagenet"], settings)
+    assert runner._targeted(registry.CHALLENGES["mnist"], settings) is settings
+
+
 @pytest.mark.slow
 def interrupt_once_saved(args: List[str], state: Path, sig: int) -> Tuple[int, str]:
     """Starts ``args``, sends ``sig`` once the resumable ``state`` exists (after the first
@@ -238,7 +268,7 @@ def test_the_flags_offer_the_catalogue_and_registry():
         listed = re.search(rf"--{flag}: <([^>]*)>", done.stdout).group(1)
         return re.sub(r"\s+", "", listed).split("|")  # absl wraps long lists
 
-    assert choices("challenges.mnist", "attack") == list(catalogue.ATTACKS)
+    assert choices("challenges.mnist", "attack") == list(catalogue.RUNNABLE)
     assert choices("challenges.mnist", "loss") == list(catalogue.LOSSES)
     assert choices("challenges.cifar10", "distribute") == list(catalogue.STRATEGIES)
     assert choices("challenges.eval", "challenge") == list(registry.CHALLENGES)

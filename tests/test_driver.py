@@ -65,7 +65,7 @@ def test_daa_rounds_follow_algorithm_1(model, data, name, batch_size):
 
 def test_merge_keeps_fooling_points_then_the_highest_loss():
     x = np.zeros((4, 1), np.float32)
-    merged = driver._Merged(x.copy(), np.array([1.0, 5.0, 1.0, 2.0]),
+    merged = driver.Merged(x.copy(), np.array([1.0, 5.0, 1.0, 2.0]),
                             np.array([False, False, True, False]), [0.75])
     x_r = np.ones((4, 1), np.float32)
     merged.add(x_r, np.array([0.5, 6.0, 9.0, 1.0]), np.array([True, False, False, False]))

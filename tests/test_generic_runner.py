@@ -160,6 +160,23 @@ def test_an_adapter_takes_its_challenges_bound_and_box(shared, tmp_path):
     assert_in_ball_and_box(np.load(output), x, 0.3, 0, 1)
 
 
+def test_the_cascade_runs_on_a_users_model(shared, tmp_path):
+    """``--attack=strongest`` through the generic runner: its budget in the summary."""
+    from daa_tf.data import load_mnist
+
+    output = tmp_path / "adv.npy"
+    done = run_attack({"model": f"madry_mnist:{shared / 'models/mnist/adv_trained'}",
+                       "data": shared / "data/mnist", "attack": "strongest", "steps": 20,
+                       "restarts": 1, "num_examples": 20, "verbose": 0, "output": output})
+    assert done.returncode == 0, done.stderr
+    assert "strongest cascade, eps 0.3, budget 20 gradients per image" in done.stderr
+    summary = json.loads(Path(f"{output}.json").read_text())
+    assert summary["settings"]["budget"] == 20 and summary["gradients_per_image"] == 20
+    assert len(summary["restart_accuracies"]) == 2  # two stages of 10 gradients
+    x, _ = load_mnist(data_dir=shared / "data/mnist", num_examples=20)
+    assert_in_ball_and_box(np.load(output), x, 0.3, 0, 1)
+
+
 def test_tfds_data_when_prepared_locally(shared, tmp_path):
     data_dir = Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets"))
     if not (data_dir / "mnist").is_dir():

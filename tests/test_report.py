@@ -22,7 +22,7 @@ from challenges import report
 from challenges.report import plots
 from daa_tf import catalogue
 
-ATTACK_LABELS = {name: spec.label for name, spec in catalogue.ATTACKS.items()}
+ATTACK_LABELS = {name: catalogue.label(name) for name in catalogue.RUNNABLE}
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = [f"{a}/{l}" for l in ("xent", "cw") for a in
@@ -305,6 +305,35 @@ def test_synthetic_report_table_json_and_resume(tmp_path):
     with pytest.raises(report.ReportError, match="other settings"):   # other data
         report.make_report(model, x[:30], y[:30], _tiny_config(), out, resume=True,
                            verbose=0, log=logs.append)
+
+
+def test_the_stronger_attacks_and_the_cascade_are_rows(tmp_path):
+    """APGD, MultiTargeted and the cascade as rows: each tested against PGD; the cascade (whose
+    stages choose their losses) runs once and fills every column."""
+    model, x, y = _tiny()
+    logs = []
+    cfg = _tiny_config(attacks=("pgd", "apgd", "multitargeted", "strongest"), steps=30,
+                       eps_grid=(0.0, 0.1))
+    results = report.make_report(model, x, y, cfg, str(tmp_path), verbose=0, log=logs.append)
+    entries = results["attacks"]
+    assert entries["strongest/cw"] == entries["strongest/xent"]
+    assert entries["strongest/xent"]["file"] == "attacks/strongest_xent.npz"
+    assert not (tmp_path / "attacks" / "strongest_cw.npz").exists()
+    assert sum("strongest: running" in line for line in logs) == 1
+    assert len(entries["strongest/xent"]["restart_accuracies"]) == 3  # 3 stages of 10
+    assert entries["strongest/xent"]["accuracy"] <= entries["pgd/xent"]["accuracy"]
+    assert sorted(results["mcnemar"]) == sorted(f"{a}/{l}" for a in ("apgd", "multitargeted",
+                                                                      "strongest")
+                                                 for l in ("xent", "cw"))
+    rows = _main_table((tmp_path / "table.md").read_text())
+    assert list(rows) == ["PGD", "APGD", "MultiTargeted", "strongest"]
+    assert rows["strongest"]["xent"] == rows["strongest"]["CW"]
+    assert results["eps_grid"]["accuracy"]["strongest/cw"] == [
+        results["clean_accuracy"], entries["strongest/xent"]["accuracy"]]
+    logs.clear()
+    report.make_report(model, x, y, cfg, str(tmp_path), resume=True, verbose=0,
+                       log=logs.append)
+    assert not any(": running" in line for line in logs)
 
 
 def test_synthetic_report_without_matplotlib(tmp_path, monkeypatch):

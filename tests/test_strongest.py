@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import daa_tf
-from daa_tf import cascade
+from daa_tf import cascade, catalogue
 from tests.test_apgd import N, SHAPE, dense_model
 
 EPS = 0.04
@@ -63,3 +63,60 @@ def test_default_cascade_runs(model, data):
     result = daa_tf.strongest(model, x0, y, eps=EPS, budget=30, seed=0)
     assert result.gradients_per_image <= 30
     assert result.accuracy < np.mean(model(x0).numpy().argmax(axis=1) == y)
+
+
+STAGES = (daa_tf.Stage("pgd", {"steps": 3, "step_size": 0.01}),
+          daa_tf.Stage("apgd", {"steps": 4, "loss": "margin"}))
+
+
+def test_run_takes_the_cascade_by_name_and_by_settings(model, data):
+    x0, y = data
+    direct = daa_tf.strongest(model, x0, y, eps=EPS, budget=7, stages=STAGES, seed=3)
+    by_name = daa_tf.run(model, x0, y, "strongest", eps=EPS, budget=7, stages=STAGES, seed=3,
+                         verbose=0)
+    settings = catalogue.cascade_settings(eps=EPS, budget=7, stages=STAGES)
+    by_settings = daa_tf.run(model, x0, y, settings, seed=3, verbose=0)
+    for other in (by_name, by_settings):
+        np.testing.assert_array_equal(other.x_adv, direct.x_adv)
+        assert other.restart_accuracies == direct.restart_accuracies
+
+
+def test_restarts_repeat_the_cascade_and_resume_exactly(model, data, tmp_path):
+    x0, y = data
+    settings = catalogue.cascade_settings(eps=EPS, budget=7, stages=STAGES)
+    whole = daa_tf.run(model, x0, y, settings, restarts=2, seed=5, verbose=0)
+    assert len(whole.restart_accuracies) == 4 and whole.gradients_per_image == 14
+    assert whole.restart_accuracies == sorted(whole.restart_accuracies, reverse=True)
+    once = daa_tf.run(model, x0, y, settings, restarts=1, seed=5, verbose=0)
+    assert whole.restart_accuracies[:2] == once.restart_accuracies
+    # interrupted after the third stage, then resumed: the uninterrupted result
+    state = tmp_path / "state.npz"
+
+    def stop_after_third(index, accuracy, seconds):
+        if index == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        daa_tf.run(model, x0, y, settings, restarts=2, seed=5, verbose=0, state_path=str(state),
+                   on_restart=stop_after_third)
+    resumed = daa_tf.run(model, x0, y, settings, restarts=2, seed=5, verbose=0,
+                         state_path=str(state), resume=True)
+    np.testing.assert_array_equal(resumed.x_adv, whole.x_adv)
+    assert resumed.restart_accuracies == whole.restart_accuracies
+    assert len(resumed.restart_seconds) == 1  # only the fourth stage ran in this call
+    with pytest.raises(ValueError, match="different run"):
+        daa_tf.run(model, x0, y, settings, restarts=2, seed=6, verbose=0,
+                   state_path=str(state), resume=True)
+
+
+def test_the_cascade_refuses_what_it_cannot_do(model, data):
+    x0, y = data
+    with pytest.raises(ValueError, match="untargeted cascade"):
+        catalogue.cascade_settings(eps=EPS).replace(targeted=True)
+    with pytest.raises(ValueError, match="always stops early"):
+        daa_tf.run(model, x0, y, "strongest", eps=EPS, budget=7, stages=STAGES, early_stop=False)
+    with pytest.raises(ValueError, match="multiple of particles"):
+        daa_tf.run(model, x0, y, "strongest", eps=EPS, budget=30, batch_size=50)
+    with pytest.raises(ValueError, match="Stage"):
+        catalogue.cascade_settings(eps=EPS, stages=[("pgd", {"steps": 3})])
+    with pytest.raises(ValueError, match="cascade of attacks"):
+        catalogue.get_spec("strongest")

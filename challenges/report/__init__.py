@@ -3,13 +3,15 @@
     python -m challenges.report --challenge=mnist --model_dir=models/adv_trained \\
         --data_dir=MNIST_data --out=report/ --num_examples=500 --steps=40 --restarts=1
 
-Runs Rand+FGSM, PGD, momentum PGD, DAA-BLOB and DAA-DGF (or any attacks of the catalogue) with
-the xent and CW losses through the driver (:func:`daa_tf.run`, Algorithm 1 with restarts) and
-writes to ``--out``:
+Runs Rand+FGSM, PGD, momentum PGD, DAA-BLOB and DAA-DGF (or any attacks of the catalogue, e.g.
+``--attacks=pgd,daa_blob,apgd,multitargeted,strongest``) with the xent and CW losses through the
+driver (:func:`daa_tf.run`, Algorithm 1 with restarts) and writes to ``--out``:
 
 - ``table.md``: accuracy per attack (rows) and loss (columns) as in the paper's table, with
-  McNemar's exact test of each DAA variant against PGD on the same examples, the settings and the
-  seconds per attack;
+  McNemar's exact test of each DAA variant (and each stronger attack) against PGD on the same
+  examples, the settings and the seconds per attack. The ``strongest`` cascade chooses its
+  stages' losses: it runs once (``--steps`` gradients per image and restart) and fills every
+  column;
 - ``results.json``: every figure of the report (and the settings that made it);
 - ``accuracy_vs_eps.png``: accuracy over the ``--eps_grid``, one curve per attack and loss;
 - ``examples.png``: natural images, PGD and DAA adversarials and their perturbations, for
@@ -37,7 +39,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from daa_tf import catalogue, files
+from daa_tf import files
 
 from challenges import submission
 from challenges.report import figures as report_figures
@@ -82,7 +84,7 @@ def make_report(model: Any, x: np.ndarray, y: np.ndarray, cfg: ReportConfig, out
         **(info or {}),
         "settings": cfg.as_dict(), "num_examples": int(len(session.x)),
         "clean_accuracy": clean_accuracy,
-        "attacks": {key: runs.entry(saved, runs.result_file(out, key), out)
+        "attacks": {key: runs.entry(saved, runs.result_file(out, saved["meta"]["key"]), out)
                     for key, saved in main_runs.items()},
         "mcnemar": _mcnemar_tests(cfg, main_runs),
         "eps_grid": _run_eps_grid(session, main_runs, clean_accuracy),
@@ -123,16 +125,21 @@ def _run_table(session: Session) -> Runs:
             for loss in session.cfg.losses for attack in session.cfg.attacks}
 
 
+# The paper's baselines: the rows the others are tested against PGD without.
+BASELINES = ("rand_fgsm", "fgsm", "pgd", "momentum_pgd")
+
+
 def _mcnemar_tests(cfg: ReportConfig, main_runs: Runs) -> Dict[str, Dict[str, Any]]:
-    """McNemar's exact test of each DAA row against PGD with the same loss."""
+    """McNemar's exact test against PGD with the same loss of every row but the baselines
+    (the DAA rows and the stronger attacks)."""
     from daa_tf import stats
 
     tests: Dict[str, Dict[str, Any]] = {}
     if "pgd" not in cfg.attacks:
         return tests
     for loss in cfg.losses:
-        for attack in catalogue.DAA_ATTACKS:
-            if attack in cfg.attacks:
+        for attack in cfg.attacks:
+            if attack not in BASELINES:  # DAA and the stronger attacks
                 test = stats.mcnemar(main_runs[f"pgd/{loss}"]["correct"],
                                      main_runs[f"{attack}/{loss}"]["correct"])
                 tests[f"{attack}/{loss}"] = {"versus": f"pgd/{loss}", **test.as_dict()}
@@ -146,11 +153,12 @@ def _grid_point(session: Session, main_runs: Runs, key: str, eps: float,
     if eps == 0.0:  # no perturbation: the clean accuracy
         return {"accuracy": clean_accuracy, "seconds": 0.0, "file": None}
     if math.isclose(eps, session.cfg.eps, rel_tol=1e-9) and key in main_runs:
-        saved, path = main_runs[key], runs.result_file(session.out, key)
+        saved = main_runs[key]
+        path = runs.result_file(session.out, saved["meta"]["key"])
     else:
         attack, loss = key.split("/")
         saved = runs.run_attack(session, attack, loss, eps)
-        path = runs.result_file(session.out, key, eps)
+        path = runs.result_file(session.out, saved["meta"]["key"], eps)
     return {"accuracy": float(saved["meta"]["accuracy"]),
             "seconds": float(saved["meta"]["seconds"]), "file": runs.relative(path, session.out)}
 

@@ -32,7 +32,7 @@ def define_flags() -> None:
     flags.DEFINE_string("out", "report", "Folder receiving table.md, results.json, the figures "
                         "and every attack's saved result.")
     flags.DEFINE_list("attacks", list(PAPER_ATTACKS), "Attacks, the table's rows, of: "
-                      + ", ".join(catalogue.ATTACKS) + ".")
+                      + ", ".join(catalogue.RUNNABLE) + ".")
     flags.DEFINE_list("losses", list(PAPER_LOSSES), "Losses, the table's columns, of: "
                       + ", ".join(catalogue.LOSSES) + ".")
     flags.DEFINE_float("fgsm_step_size", None, "One-step attacks' step (default: --epsilon; on "

@@ -19,7 +19,9 @@ EXAMPLES_PLOT = "examples.png"
 def key_label(key: str) -> str:
     """``"daa_blob/cw"`` -> ``"DAA-BLOB (CW)"``."""
     attack, loss = key.split("/")
-    return f"{catalogue.ATTACKS[attack].label} ({catalogue.LOSS_LABELS[loss]})"
+    if catalogue.is_cascade(attack):  # its stages choose their losses
+        return catalogue.label(attack)
+    return f"{catalogue.label(attack)} ({catalogue.LOSS_LABELS[loss]})"
 
 
 def pick_examples(pgd: Dict[str, Any], daa: Dict[str, Any], limit: int) -> List[int]:

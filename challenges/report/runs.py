@@ -36,11 +36,11 @@ def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _settings_record(settings: catalogue.AttackSettings) -> Dict[str, Any]:
+def _settings_record(settings: catalogue.RunSettings) -> Dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(settings).items() if k != "jit_compile"}
 
 
-def _fingerprint(data_fp: str, settings: catalogue.AttackSettings, cfg: ReportConfig) -> str:
+def _fingerprint(data_fp: str, settings: catalogue.RunSettings, cfg: ReportConfig) -> str:
     rounds = cfg.steps_per_round if settings.interacting else None  # only DAA has rounds
     blob = json.dumps([FORMAT_VERSION, data_fp, _settings_record(settings), cfg.restarts,
                        rounds, cfg.seed], sort_keys=True)
@@ -83,7 +83,8 @@ class Session:
 
     ``score(x, y) -> predictions`` scores every set; ``fmt``: the challenge's format whose checks
     every adversarial set must pass (None: only measure the perturbation); ``run_kwargs``: extra
-    arguments of ``daa_tf.run``; ``writer``: False on non-chief workers (nothing is written).
+    arguments of ``daa_tf.run``; ``writer``: False on non-chief workers (nothing is written);
+    ``done``: the results of this session by file (a cascade's one run fills every column).
     """
 
     model: Any
@@ -99,6 +100,7 @@ class Session:
     run_kwargs: Dict[str, Any]
     writer: bool
     data_fp: str = ""
+    done: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_fp = data_fingerprint(self.x, self.y)
@@ -132,14 +134,19 @@ def run_attack(session: Session, attack: str, loss: str, eps: Optional[float] = 
     import daa_tf
 
     cfg = session.cfg
+    loss = cfg.run_loss(attack, loss)
     key, grid = f"{attack}/{loss}", eps is not None
     settings = cfg.attack_settings(attack, loss, eps)
     fp = _fingerprint(session.data_fp, settings, cfg)
     path = result_file(session.out, key, eps)
-    what = (f"{catalogue.ATTACKS[attack].label} ({catalogue.LOSS_LABELS[loss]}"
-            + (f", eps {eps:g})" if grid else ")"))
+    if path in session.done:  # a cascade's one run, shown in every column
+        return session.done[path]
+    details = ([] if catalogue.is_cascade(attack) else [catalogue.LOSS_LABELS[loss]]) + (
+        [f"eps {eps:g}"] if grid else [])
+    what = catalogue.label(attack) + (f" ({', '.join(details)})" if details else "")
     if session.resume and os.path.exists(path):
-        return _load_saved(session, path, fp, what)
+        session.done[path] = _load_saved(session, path, fp, what)
+        return session.done[path]
     state_path = os.path.join(session.out, STATE_DIR, os.path.basename(path))
     session.log(f"[report] {what}: running")
     started = time.perf_counter()
@@ -155,10 +162,10 @@ def run_attack(session: Session, attack: str, loss: str, eps: Optional[float] = 
         session.log(f"[report] WARNING {what}: the scoring disagrees with the driver's outcomes "
                     f"on {int(np.sum(correct != result.correct))} examples (numerical ties?); "
                     "the report uses the scoring")
-    # Seconds of the whole attack: when restarts were resumed from the driver's state, the ones
-    # not timed here are estimated by the mean of those that were.
-    timed = list(result.restart_seconds)
-    seconds = (sum(timed) * cfg.restarts / len(timed)) if timed else wall
+    # Seconds of the whole attack: when restarts (a cascade's stages) were resumed from the
+    # driver's state, the ones not timed here are estimated by the mean of those that were.
+    timed, runs = list(result.restart_seconds), len(result.restart_accuracies)
+    seconds = (sum(timed) * runs / len(timed)) if timed else wall
     meta = {
         "key": key, "attack": attack, "loss": loss, "eps": settings.eps,
         "params": _settings_record(settings), "restarts": cfg.restarts,
@@ -166,7 +173,7 @@ def run_attack(session: Session, attack: str, loss: str, eps: Optional[float] = 
         "accuracy": float(np.mean(correct)), "num_correct": int(np.sum(correct)),
         "num_examples": int(len(correct)),
         "restart_accuracies": [float(a) for a in result.restart_accuracies],
-        "seconds": float(seconds), "seconds_estimated": len(timed) < cfg.restarts,
+        "seconds": float(seconds), "seconds_estimated": len(timed) < runs,
         "linf": size.linf, "mean_l2": size.mean_l2,
     }
     arrays = {"correct": correct, "pred": pred.astype(np.int64)}
@@ -177,7 +184,8 @@ def run_attack(session: Session, attack: str, loss: str, eps: Optional[float] = 
         if os.path.exists(state_path):
             os.remove(state_path)
     session.log(f"[report] {what}: accuracy {100 * meta['accuracy']:.2f}% in {seconds:.1f} s")
-    return {**arrays, "meta": meta}
+    session.done[path] = {**arrays, "meta": meta}
+    return session.done[path]
 
 
 def entry(saved: Dict[str, Any], path: str, out: str) -> Dict[str, Any]:

@@ -22,7 +22,9 @@ class ReportConfig:
     """The settings of a report (everything but the model and the data).
 
     ``eps``, ``step_size``, ``fgsm_step_size`` are in pixel units of ``[clip_min, clip_max]``.
-    ``attacks``: rows, names of :data:`daa_tf.catalogue.ATTACKS`; ``losses``: columns.
+    ``attacks``: rows, names of :data:`daa_tf.catalogue.RUNNABLE`; ``losses``: columns (a
+    cascade, whose stages choose their losses, runs once, under the first loss, and fills every
+    column; ``steps`` is its budget per image and restart).
     ``fgsm_step_size`` (the one-step attacks' step) defaults to ``eps``; on the eps grid it scales
     with eps. ``c`` overrides the DAA constants: ``{"daa_blob": {"xent": 1.1}, ...}`` (missing
     entries take the catalogue's defaults). ``eps_grid``: the eps values of the accuracy curve,
@@ -52,10 +54,10 @@ class ReportConfig:
     jit_compile: Optional[bool] = None
 
     def __post_init__(self) -> None:
-        unknown = [a for a in self.attacks if a not in catalogue.ATTACKS]
+        unknown = [a for a in self.attacks if a not in catalogue.RUNNABLE]
         if unknown or not self.attacks:
             raise ReportError(f"unknown attacks {unknown}: choose from "
-                              f"{', '.join(catalogue.ATTACKS)}")
+                              f"{', '.join(catalogue.RUNNABLE)}")
         bad = [l for l in (*self.losses, *self.eps_grid_losses) if l not in catalogue.LOSSES]
         if bad or not self.losses:
             raise ReportError(f"unknown losses {bad}: choose from {', '.join(catalogue.LOSSES)}")
@@ -76,10 +78,19 @@ class ReportConfig:
         if problem:
             raise ReportError(problem)
 
+    def run_loss(self, attack: str, loss: str) -> str:
+        """The loss row ``attack`` runs with in column ``loss``: a cascade always with the
+        first (its one run fills every column)."""
+        return self.losses[0] if catalogue.is_cascade(attack) else loss
+
     def attack_settings(self, attack: str, loss: str, eps: Optional[float] = None
-                        ) -> catalogue.AttackSettings:
+                        ) -> catalogue.RunSettings:
         """The validated settings of row ``attack`` with ``loss`` at ``eps`` (default ``eps``)."""
         eps = self.eps if eps is None else float(eps)
+        if catalogue.is_cascade(attack):
+            return catalogue.cascade_settings(
+                attack, eps=eps, budget=self.steps, clip_min=self.clip_min,
+                clip_max=self.clip_max, jit_compile=self.jit_compile)
         if catalogue.get_spec(attack).one_step:
             step = eps if self.fgsm_step_size is None else self.fgsm_step_size * eps / self.eps
             return catalogue.attack_settings(

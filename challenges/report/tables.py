@@ -10,7 +10,7 @@ from challenges.report.figures import ACCURACY_PLOT, EXAMPLES_PLOT, key_label
 
 
 def _attack_label(name: str) -> str:
-    return catalogue.ATTACKS[name].label
+    return catalogue.label(name)
 
 
 def fmt_accuracy(value: float) -> str:
@@ -62,10 +62,10 @@ def _main_table(results: Dict[str, Any]) -> List[str]:
 def _mcnemar_table(tests: Dict[str, Any]) -> List[str]:
     if not tests:
         return []
-    lines = ["", "McNemar's exact test of each DAA variant against PGD on the same examples "
-             "(b: examples only DAA fools, c: examples only PGD fools; two-sided p = "
-             "min(1, 2 P[Binomial(b + c, 1/2) <= min(b, c)])):", "",
-             "| comparison | loss | both correct | b: only DAA fools | c: only PGD fools | "
+    lines = ["", "McNemar's exact test of each DAA variant (and each stronger attack) against "
+             "PGD on the same examples (b: examples only the attack fools, c: examples only PGD "
+             "fools; two-sided p = min(1, 2 P[Binomial(b + c, 1/2) <= min(b, c)])):", "",
+             "| comparison | loss | both correct | b: only the attack fools | c: only PGD fools | "
              "both fooled | p |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for key, t in tests.items():
