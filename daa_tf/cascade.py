@@ -58,13 +58,17 @@ def _stage(model: loop.Model, merged: driver.Merged, x0: np.ndarray, y: np.ndarr
     rows = np.flatnonzero(~merged.fooled)
     if not len(rows):
         return 0.0
+    kwargs = dict(run_kwargs)
+    if catalogue.ATTACKS[stage.attack].interacting:  # DAA: the caller's batch, or its default
+        kwargs["batch_size"] = kwargs.pop("given_batch_size")
+    else:  # the whole set's batch for every stage: shapes from driver.bucket, no retracing
+        kwargs.pop("given_batch_size")
     result = driver.run(model, x0[rows], y[rows], stage.attack, restarts=stage.restarts,
                         seed=seed, eps=settings.eps, clip_min=settings.clip_min,
                         clip_max=settings.clip_max, jit_compile=settings.jit_compile,
-                        **run_kwargs, **stage.settings)
-    batch = run_kwargs.get("batch_size") or catalogue.DEFAULT_BATCH
-    pred, score, _ = driver.evaluate(model, result.x_adv, y[rows], "margin", batch,
-                                     settings.jit_compile)
+                        **kwargs, **stage.settings)
+    pred, score, _ = driver.evaluate(model, result.x_adv, y[rows], "margin",
+                                     run_kwargs["batch_size"], settings.jit_compile)
     merged.update(rows, result.x_adv, score, pred != y[rows])
     return result.gradients_mean * len(rows)
 
@@ -100,8 +104,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: catalogue.CascadeSettings,
     problem = catalogue.batch_size_error(settings.attack, batch_size, None)
     if problem:
         raise ValueError(problem)
-    merged, classes = _initial_state(model, x0, y, batch_size or catalogue.DEFAULT_BATCH,
-                                     settings.jit_compile)
+    batch = batch_size or min(catalogue.DEFAULT_BATCH, len(x0))
+    merged, classes = _initial_state(model, x0, y, batch, settings.jit_compile)
     stages = settings.stages_for(classes)
     fingerprint = _fingerprint(settings, stages, x0, y, seed)
     if state_path and resume and os.path.exists(state_path):
@@ -111,7 +115,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: catalogue.CascadeSettings,
         raise ValueError(f"the saved state {state_path} holds {done} stages, more than the "
                          f"{restarts} x {len(stages)} asked for; ask for more restarts or start "
                          "afresh")
-    run_kwargs = dict(batch_size=batch_size, verbose=verbose, steps_per_round=steps_per_round,
+    run_kwargs = dict(batch_size=batch, given_batch_size=batch_size, verbose=verbose,
+                      steps_per_round=steps_per_round,
                       **({"strategy": strategy} if strategy is not None else {}))
     seconds: List[float] = []
     spent = 0.0
@@ -128,8 +133,7 @@ def run(model: loop.Model, x: Any, y: Any, settings: catalogue.CascadeSettings,
         if on_stage is not None:
             on_stage(index, stages[index % len(stages)], merged.restart_accuracies[-1],
                      seconds[-1])
-    pred, _, _ = driver.evaluate(model, merged.x, y, "xent",
-                                 batch_size or catalogue.DEFAULT_BATCH, settings.jit_compile)
+    pred, _, _ = driver.evaluate(model, merged.x, y, "xent", batch, settings.jit_compile)
     correct = pred == y
     return driver.RunResult(x_adv=merged.x, accuracy=float(np.mean(correct)), correct=correct,
                             restart_accuracies=list(merged.restart_accuracies),

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -141,13 +141,37 @@ class Merged:
                    [float(a) for a in saved["restart_accuracies"]])
 
 
+# Calls on fewer rows than a batch (the last batch, the examples early stop leaves) are padded to
+# the next multiple of batch / BUCKETS rows: at most BUCKETS shapes per compiled function (no
+# retracing, or XLA recompiling, per subset size) and at most batch / BUCKETS rows of waste.
+BUCKETS = 8
+
+
+def bucket(n: int, batch: int) -> int:
+    """The rows a call on ``n <= batch`` rows is padded to (see :data:`BUCKETS`)."""
+    step = max(1, -(-batch // BUCKETS))
+    return max(n, min(batch, -(-n // step) * step))
+
+
+def padded(arrays: Sequence[np.ndarray], size: int) -> List[np.ndarray]:
+    """``arrays`` (same leading length ``n <= size``) padded to ``size`` rows by repeating their
+    last row; the caller keeps the first ``n`` rows of each result (rows are independent)."""
+    n = len(arrays[0])
+    return [a if n == size else np.concatenate([a, np.repeat(a[-1:], size - n, axis=0)])
+            for a in arrays]
+
+
 def evaluate(model: loop.Model, x: np.ndarray, y: np.ndarray, loss: Any = "xent",
              batch_size: int = catalogue.DEFAULT_BATCH, jit_compile: Optional[bool] = None
              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predictions ``[N]``, per-example loss ``[N]`` and logits ``[N, C]`` of ``model`` on ``x``."""
     logits_fn = loop.compiled_logits(model, loop.resolve_jit_compile(jit_compile))
-    logits = np.concatenate([logits_fn(tf.constant(x[i:i + batch_size])).numpy()
-                             for i in range(0, len(x), batch_size)])
+    chunks = []
+    for i in range(0, len(x), batch_size):
+        part = x[i:i + batch_size]
+        (whole,) = padded([part], bucket(len(part), batch_size))
+        chunks.append(logits_fn(tf.constant(whole)).numpy()[:len(part)])
+    logits = np.concatenate(chunks)
     losses = get_loss(loss)(tf.constant(logits), tf.constant(y, tf.int32)).numpy()
     return logits.argmax(axis=1), losses, logits
 
@@ -156,11 +180,15 @@ def _loop_outputs(model: loop.Model, cfg: attacks.AttackConfig, strategy: Any,
                   x0: np.ndarray, labels: np.ndarray, x_start: np.ndarray, steps: int,
                   batch_size: int) -> Tuple[np.ndarray, ...]:
     """One compiled-loop call on one (global) batch: the last iterate, and with ``cfg.best`` the
-    best-iterate state ``(x_best, objective, fooled)``, as NumPy."""
+    best-iterate state ``(x_best, objective, fooled)``, as NumPy. On one device, a short batch of
+    independent examples is padded to its :func:`bucket` (DAA's groups are never padded)."""
     if strategy is None:
+        n = len(x0)
+        size = n if cfg.interacting else bucket(n, batch_size)
+        x0, labels, x_start = padded([x0, labels, x_start], size)
         out = attacks.run_loop(model, cfg, tf.constant(x0), tf.constant(labels),
                                tf.constant(x_start), steps=steps)
-        return tuple(t.numpy() for t in out) if cfg.best else (out.numpy(),)
+        return tuple(t.numpy()[:n] for t in out) if cfg.best else (out.numpy()[:n],)
     # one batch of batch_size per replica, computed as above
     out = distribute.run_loop(strategy, model, cfg, x0, labels, x_start, steps=steps,
                               shard_size=batch_size)

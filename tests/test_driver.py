@@ -169,3 +169,32 @@ def test_progress_bar_shows_progress_and_accuracy(model, data, capsys):
     daa_tf.run(model, x0, y, attack="pgd", eps=EPS, step_size=STEP, steps=2, restarts=2, verbose=1)
     out = capsys.readouterr().out
     assert "image-step" in out and "accuracy" in out
+
+
+def test_short_calls_are_padded_to_a_few_shapes():
+    """A call on fewer rows than a batch is padded to the next multiple of batch / BUCKETS."""
+    assert [driver.bucket(n, 1000) for n in (1, 125, 126, 903, 1000)] == [125, 125, 250, 1000,
+                                                                         1000]
+    assert driver.bucket(3, 5) == 3 and driver.bucket(7, 7) == 7
+    assert len({driver.bucket(n, 1000) for n in range(1, 1001)}) == driver.BUCKETS
+    a, b = np.arange(6).reshape(3, 2), np.array([7, 8, 9])
+    pa, pb = driver.padded([a, b], 5)
+    np.testing.assert_array_equal(pa, [[0, 1], [2, 3], [4, 5], [4, 5], [4, 5]])
+    np.testing.assert_array_equal(pb, [7, 8, 9, 9, 9])
+    assert driver.padded([a], 3)[0] is a
+
+
+def test_early_stop_does_not_retrace_per_subset():
+    """Restarts on ever fewer examples reuse the bucketed shapes: one trace per bucket, not one
+    per subset size."""
+    model = toy_model()  # its own compiled functions: nothing traced by other tests
+    rng = np.random.default_rng(4)
+    x0 = rng.uniform(0.0, 1.0, (64,) + SHAPE).astype(np.float32)
+    y = model(x0).numpy().argmax(axis=1)
+    kw = dict(eps=0.1, step_size=0.02, steps=3)
+    result = daa_tf.run(model, x0, y, "pgd", restarts=8, seed=1, verbose=0, batch_size=64, **kw)
+    sizes = {64} | {round(64 * a) for a in result.restart_accuracies[:-1]}
+    buckets = {driver.bucket(n, 64) for n in sizes}
+    assert len(sizes) > len(buckets)  # the case padding is for
+    fn = attacks.compiled_steps(model, attacks.make_config("pgd", **kw))
+    assert fn.experimental_get_tracing_count() == len(buckets)
