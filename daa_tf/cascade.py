@@ -50,6 +50,20 @@ def _initial_state(model: loop.Model, x0: np.ndarray, y: np.ndarray, batch_size:
     return driver.Merged(x0.copy(), score, pred != y, []), int(logits.shape[1])
 
 
+def _resumed(merged: driver.Merged, state_path: Optional[str], resume: bool,
+             fingerprint: str, restarts: int, stages: int) -> driver.Merged:
+    """The saved state when resuming (checked against this run), else ``merged``."""
+    if not (state_path and resume and os.path.exists(state_path)):
+        return merged
+    saved = driver.Merged.load(state_path, fingerprint)
+    done = len(saved.restart_accuracies)
+    if done > restarts * stages:
+        raise ValueError(f"the saved state {state_path} holds {done} stages, more than the "
+                         f"{restarts} x {stages} asked for; ask for more restarts or start "
+                         "afresh")
+    return saved
+
+
 def _stage(model: loop.Model, merged: driver.Merged, x0: np.ndarray, y: np.ndarray,
            settings: catalogue.CascadeSettings, stage: Stage, seed: int, run_kwargs: dict
            ) -> float:
@@ -108,13 +122,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: catalogue.CascadeSettings,
     merged, classes = _initial_state(model, x0, y, batch, settings.jit_compile)
     stages = settings.stages_for(classes)
     fingerprint = _fingerprint(settings, stages, x0, y, seed)
-    if state_path and resume and os.path.exists(state_path):
-        merged = driver.Merged.load(state_path, fingerprint)
+    merged = _resumed(merged, state_path, resume, fingerprint, restarts, len(stages))
     done = len(merged.restart_accuracies)
-    if done > restarts * len(stages):
-        raise ValueError(f"the saved state {state_path} holds {done} stages, more than the "
-                         f"{restarts} x {len(stages)} asked for; ask for more restarts or start "
-                         "afresh")
     run_kwargs = dict(batch_size=batch, given_batch_size=batch_size, verbose=verbose,
                       steps_per_round=steps_per_round,
                       **({"strategy": strategy} if strategy is not None else {}))
