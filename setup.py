@@ -20,5 +20,6 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["daa_tf", "daa_tf.*", "challenges", "challenges.*"]),
     install_requires=REQUIREMENTS,
-    extras_require={"report": ["matplotlib>=3.5"]},
+    extras_require={"report": ["matplotlib>=3.5"],
+                    "benchmarks": ["adversarial-robustness-toolbox>=1.17"]},
 )

@@ -1,11 +1,15 @@
 """Speed benchmarks of the attacks: ``python -m benchmarks.run [--json PATH|-] [options]``.
 
-Sections (``--sections``, default all but ``training``; each a function of one
+Sections (``--sections``, default all but ``training`` and ``strength``; each a function of one
 :class:`benchmarks.common.Context` registered with :func:`benchmarks.common.section`):
 
 - ``steps``: step time of the gradient floor (a ``tf.while_loop`` doing only the gradient of the
   summed loss and an add), PGD, momentum PGD, DAA-BLOB and DAA-DGF on one batch, as medians of
-  interleaved repeats in one process; ratios to the floor and to PGD.
+  interleaved repeats in one process; ratios to the floor and to PGD. Not by default (add them
+  with ``--attacks``): ``apgd`` and ``multitargeted`` (one run toward the most likely wrong class;
+  trajectory and rule-only modes) and ART's PGD ``art_pgd`` (trajectory mode; optional extra,
+  ``pip install adversarial-robustness-toolbox``), e.g. ``--sections steps --attacks
+  floor,pgd,apgd,multitargeted,art_pgd``.
 - ``driver``: ``daa_tf.run`` against calling ``daa_tf.attacks.run_steps`` on the same batches.
 - ``compile``: first-call time (trace, graph optimisation or XLA compilation, and one step),
   compile time (that less one steady step), steady step time and tracing count, with XLA
@@ -22,8 +26,13 @@ Sections (``--sections``, default all but ``training``; each a function of one
   :class:`daa_tf.training.AdversarialTrainer` against a bare ``tf.function`` step (and ART's
   trainer when importable), and the outcome of a short training run (:mod:`benchmarks.training`;
   its arguments are ``--training-...``): ``python -m benchmarks.run --sections training``.
+- ``strength`` (not run by default, tens of minutes): model accuracy against gradients per image
+  (budgets 100, 500, 1000) of PGD, DAA-BLOB, APGD, ODI, MultiTargeted, ``daa_tf.strongest`` (and
+  ART's APGD when importable), with wall times (:mod:`benchmarks.strength`; its arguments are
+  ``--strength-...``): ``python -m benchmarks.run --model mnist --sections strength``.
 
-A section's own arguments are named after it (``--large-...``, ``--paper-...``, ``--training-...``).
+A section's own arguments are named after it (``--large-...``, ``--paper-...``, ``--training-...``,
+``--strength-...``).
 
 The MadryLab models and data are read from the shared fixtures when present (``DAA_TF_SHARED``, or
 ``../shared`` beside the checkout); otherwise randomly initialised models of the same architectures
@@ -43,9 +52,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from benchmarks import paper, speed  # noqa: F401 - importing them registers their sections
 from benchmarks import imagenet  # noqa: F401 - registers the groups section
 from benchmarks import training  # noqa: F401 - registers the training section (not by default)
+from benchmarks import strength  # noqa: F401 - registers the strength section (not by default)
 from benchmarks.common import (SECTIONS, SETTINGS, Context, build_model, default_sections,
                                format_table, load_data, set_fast_input_gradient)
-from benchmarks.speed import STEP_ATTACKS
+from benchmarks.speed import DEFAULT_STEP_ATTACKS, PEER_ATTACKS, STEP_ATTACKS
+
+# imported for their side effect: each registers its sections (named here for pyflakes)
+SECTION_MODULES = (paper, speed, imagenet, training, strength)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -55,8 +68,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--model", choices=sorted(SETTINGS), default="mnist")
     p.add_argument("--sections", default=",".join(default_sections()),
                    help=f"comma-separated, of {', '.join(SECTIONS)}")
-    p.add_argument("--attacks", default=",".join(STEP_ATTACKS),
-                   help=f"steps section, comma-separated, of {', '.join(STEP_ATTACKS)}")
+    p.add_argument("--attacks", default=",".join(DEFAULT_STEP_ATTACKS),
+                   help=f"steps section, comma-separated, of {', '.join(STEP_ATTACKS)} "
+                        f"({', '.join(PEER_ATTACKS)}: trajectory mode only)")
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--particles", type=int, default=200, help="DAA group size")
     p.add_argument("--steps", type=int, default=10, help="steps per timed call")
@@ -69,7 +83,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--driver-steps", type=int, default=30)
     p.add_argument("--driver-repeats", type=int, default=4)
     p.add_argument("--steps-per-round", type=int, default=10)
-    p.add_argument("--compile-attacks", default="floor,pgd,daa_blob")
+    p.add_argument("--compile-attacks", default="floor,pgd,daa_blob",
+                   help="compile section, comma-separated, of the --attacks names but "
+                        + ", ".join(PEER_ATTACKS))
     p.add_argument("--compile-steps", type=int, default=3)
     p.add_argument("--compile-repeats", type=int, default=2)
     p.add_argument("--large-particles", type=int, default=10000)
@@ -107,9 +123,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     for name in args.sections:
         if name not in SECTIONS:
             p.error(f"unknown section {name!r}: use {', '.join(SECTIONS)}")
-    for name in args.attacks + args.compile_attacks:
+    for name in args.attacks:
         if name not in STEP_ATTACKS:
             p.error(f"unknown attack {name!r}: use {', '.join(STEP_ATTACKS)}")
+    compiled = [name for name in STEP_ATTACKS if name not in PEER_ATTACKS]
+    for name in args.compile_attacks:
+        if name not in compiled:
+            p.error(f"unknown compile attack {name!r}: use {', '.join(compiled)}")
     # sections measured on other models only (the authors' figures are MNIST ones)
     args.sections = [s for s in args.sections if args.model in SECTIONS[s].models]
     return args

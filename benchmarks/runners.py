@@ -1,17 +1,52 @@
-"""Timed callables: the attack loop, the gradient floor, a step rule with a frozen gradient, and
-the DAA particle kernel alone. Each returns ``run()`` (and the compiled function, for its tracing
-count)."""
-from typing import Dict, Optional
+"""Timed callables: the attack loop, the gradient floor, a step rule with a frozen gradient, the
+DAA particle kernel alone, and ART's PGD (a peer). Each returns ``run()`` (and the compiled
+function, for its tracing count)."""
+import os
+from typing import Any, Callable, Dict, Optional, Tuple
 
-def attack_runner(model, attack: str, x, y, steps: int, particles: int, jit: Optional[bool],
-                  settings: Dict[str, float]):
-    """``(run, compiled_fn, cfg)``: ``run()`` does ``steps`` steps of ``attack`` on the batch."""
+ART_INSTALL = "pip install adversarial-robustness-toolbox"
+
+
+def attack_config(attack: str, steps: int, particles: int, jit: Optional[bool],
+                  settings: Dict[str, float]) -> Any:
+    """The :class:`daa_tf.attacks.AttackConfig` timed for ``attack``: the model's settings, except
+    that APGD-scheduled attacks start at the catalogue's step size (``2 eps``) and MultiTargeted
+    ascends the margin loss (its form toward the target, as :func:`daa_tf.multitargeted`)."""
+    from daa_tf import attacks, catalogue
+    spec = catalogue.get_spec(attack)
+    kw = dict(settings)
+    if spec.schedule == "apgd":
+        kw.pop("step_size", None)
+    if spec.targets:
+        kw["loss"] = "margin"
+    return attacks.make_config(attack, steps=steps, jit_compile=jit, particles=particles, **kw)
+
+
+def attack_inputs(model: Any, cfg: Any, x0: Any, y: Any) -> Tuple[Any, Any]:
+    """``(labels, start)`` of one run of ``cfg`` on the batch ``x0`` (seed 0): ``y`` and the
+    random start, or for MultiTargeted its first target run's: the ``(true class, target)`` pairs
+    toward each example's most likely wrong class (clean logits) and that run's start."""
+    import tensorflow as tf
+    from daa_tf import attacks, loop, multitarget
+    seed = attacks.seed_tensor(0)
+    if not cfg.settings.targets:
+        return tf.constant(y), attacks.start_points(cfg, x0, seed)
+    logits = loop.compiled_logits(model, cfg.jit_compile)(x0).numpy()
+    targets = multitarget.target_classes(logits, y, cfg.settings.targets)
+    pairs = multitarget.target_pairs(y, targets, 0)
+    return tf.constant(pairs), attacks.start_points(cfg, x0, attacks.target_seed(seed, 0))
+
+
+def attack_runner(model: Any, attack: str, x: Any, y: Any, steps: int, particles: int,
+                  jit: Optional[bool], settings: Dict[str, float]
+                  ) -> Tuple[Callable[..., Any], Any, Any]:
+    """``(run, compiled_fn, cfg)``: ``run(n_steps=steps)`` does ``n_steps`` steps of ``attack``
+    on the batch (MultiTargeted: one target run, see :func:`attack_inputs`)."""
     import tensorflow as tf
     from daa_tf import attacks
-    cfg = attacks.make_config(attack, steps=steps, jit_compile=jit, particles=particles,
-                              **settings)
-    x0, yt = tf.constant(x), tf.constant(y)
-    start = attacks.start_points(cfg, x0, attacks.seed_tensor(0))
+    cfg = attack_config(attack, steps, particles, jit, settings)
+    x0 = tf.constant(x)
+    yt, start = attack_inputs(model, cfg, x0, y)
     fn = attacks.compiled_steps(model, cfg)
 
     def run(n_steps: int = steps):
@@ -19,7 +54,8 @@ def attack_runner(model, attack: str, x, y, steps: int, particles: int, jit: Opt
     return run, fn, cfg
 
 
-def floor_runner(model, x, y, steps: int, jit: bool):
+def floor_runner(model: Any, x: Any, y: Any, steps: int, jit: bool
+                 ) -> Tuple[Callable[..., Any], Any]:
     """The gradient floor: a compiled ``tf.while_loop`` doing only ``x += d/dx sum_i L_i``, with
     the gradient computed as the attacks' loop computes it (see ``daa_tf.loop``)."""
     import tensorflow as tf
@@ -42,22 +78,25 @@ def floor_runner(model, x, y, steps: int, jit: bool):
     return run, fn
 
 
-def rule_runner(model, attack: str, x, y, steps: int, particles: int, jit: bool,
-                settings: Dict[str, float]):
+def rule_runner(model: Any, attack: str, x: Any, y: Any, steps: int, particles: int, jit: bool,
+                settings: Dict[str, float]) -> Tuple[Callable[[], Any], Any]:
     """``steps`` steps of ``attack`` with a frozen gradient (computed once at the start): the cost
-    of the step rule (direction, sign step, projection) without the model."""
+    of the step rule (direction, sign step, projection) without the model. Attacks whose loop
+    reads loss values (APGD's schedule, best iterates) also run the schedule's ``observe`` and
+    ``step`` and the best-iterate update on frozen objective and logits."""
     import tensorflow as tf
     from daa_tf import attacks, loop
     from daa_tf.losses import get_loss
     x0, yt = tf.constant(x), tf.constant(y)
-    if attack == "floor":  # the floor's own update: an add
+    cfg = None if attack == "floor" else attack_config(attack, steps, particles, jit, settings)
+    grad = None
+    if cfg is None:  # the floor's own update: an add
         def rule_loop(x, g, steps):
             return tf.while_loop(lambda i, x: i < steps, lambda i, x: (i + 1, x + g),
                                  (tf.constant(0), x))[1]
-        params, cfg = {}, None
+    elif cfg.best or cfg.schedule.needs_values:
+        rule_loop, grad = _valued_rule_loop(model, cfg, x0, y)
     else:
-        cfg = attacks.make_config(attack, steps=steps, jit_compile=jit, particles=particles,
-                                  **settings)
         scalars, params = attacks.loop_arguments(cfg)
         eps, size, _, clip_min, clip_max = scalars
         low = tf.maximum(x0 - eps, clip_min)
@@ -69,13 +108,46 @@ def rule_runner(model, attack: str, x, y, steps: int, particles: int, jit: bool,
                 return i + 1, tf.clip_by_value(x + size * tf.sign(v), low, high), state
             return tf.while_loop(lambda i, x, s: i < steps, body,
                                  (tf.constant(0), x, cfg.rule.init_state(x, params)))[1]
-    grad = loop.loss_gradient(model, get_loss("xent"), x0, yt, False)
+    if grad is None:  # the gradient the paper's attacks and the floor follow
+        grad = loop.loss_gradient(model, get_loss("xent"), x0, yt, False)
     fn = tf.function(rule_loop, jit_compile=jit)
     n = tf.constant(steps)
     return (lambda: fn(x0, grad, n).numpy()), fn
 
 
-def kernel_runner(particles: int, dim: int, tiled: bool):
+def _valued_rule_loop(model: Any, cfg: Any, x0: Any, y: Any) -> Tuple[Callable[..., Any], Any]:
+    """``(rule_loop(x, g, steps), g)`` for a loop reading loss values: the compiled loop's body
+    (best-iterate update, schedule ``observe``, direction, schedule ``step``; see
+    ``daa_tf.loop``) with the objective, logits and gradient ``g`` of the start frozen."""
+    import tensorflow as tf
+    from daa_tf import attacks, iterates, loop
+    from daa_tf.losses import fooled
+    labels, _ = attack_inputs(model, cfg, x0, y)
+    targeted = cfg.settings.targeted
+    objective, logits, grad = loop.value_and_gradient_function(
+        model, cfg.loss_fn, labels, targeted, cfg.jit_compile)(x0)
+    scalars, params = attacks.loop_arguments(cfg)
+    eps, size, _, clip_min, clip_max = scalars
+    low = tf.maximum(x0 - eps, clip_min)
+    high = tf.minimum(x0 + eps, clip_max)
+    rule, schedule, best = cfg.rule, cfg.schedule, cfg.best
+
+    def rule_loop(x, g, steps):
+        def body(i, x, state, moves, track):
+            if best:
+                track = iterates.update(track, x, objective, fooled(logits, labels, targeted))
+            x, grad, moves = schedule.observe(i, x, g, objective, moves, params)
+            v, state = rule.direction(grad, x, state, params)
+            x, moves = schedule.step(i, x, v, moves, size, low, high, params)
+            return i + 1, x, state, moves, track
+        return tf.while_loop(
+            lambda i, *_: i < steps, body,
+            (tf.constant(0), x, rule.init_state(x, params),
+             schedule.init_state(x, size, steps, params), iterates.init(x) if best else ()))[1]
+    return rule_loop, grad
+
+
+def kernel_runner(particles: int, dim: int, tiled: bool) -> Callable[[], Any]:
     """The DAA-BLOB direction alone on one group of ``particles`` random points ``[1, M, dim]``."""
     import numpy as np
     import tensorflow as tf
@@ -92,3 +164,33 @@ def kernel_runner(particles: int, dim: int, tiled: bool):
     finally:
         kernel.TILE_THRESHOLD = saved
     return lambda: fn(g, x).numpy()
+
+
+def art_pgd_runner(model: Any, x: Any, y: Any, steps: int, settings: Dict[str, float]
+                   ) -> Optional[Callable[[], Any]]:
+    """ART's ``ProjectedGradientDescent`` (L-inf, ``eps``, ``eps_step`` = the step size,
+    ``max_iter = steps``, one random start, the whole batch at once) on a
+    ``TensorFlowV2Classifier`` of ``model`` (the box as ``clip_values``, from-logits sparse
+    cross-entropy): ``run()`` is one ``generate``. None when ``art`` is not importable."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # ART's progress bars
+    try:
+        from art.attacks.evasion import ProjectedGradientDescent
+        from art.estimators.classification import TensorFlowV2Classifier
+    except ImportError:
+        return None
+    import numpy as np
+    import tensorflow as tf
+    from daa_tf import attacks
+    classifier = TensorFlowV2Classifier(
+        model, nb_classes=attacks.num_classes(model, tf.constant(x[:1])),
+        input_shape=tuple(x.shape[1:]),
+        loss_object=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        clip_values=(settings["clip_min"], settings["clip_max"]))
+    attack = ProjectedGradientDescent(
+        classifier, norm=np.inf, eps=settings["eps"], eps_step=settings["step_size"],
+        max_iter=steps, targeted=False, num_random_init=1, batch_size=len(x), verbose=False)
+
+    def run() -> Any:
+        np.random.seed(0)  # ART draws its random start from NumPy's generator
+        return attack.generate(x, y)
+    return run

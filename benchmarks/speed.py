@@ -1,13 +1,24 @@
 """The speed sections: step time against the gradient floor, the driver's overhead, compilation
 (plain graph vs XLA), and one DAA group of data-set size (the tiled kernel)."""
+import sys
 import time
-from typing import List
+from typing import Any, Callable, Dict, List, Tuple
 
 from benchmarks.common import (Context, Row, build_model, interleaved, median, reset_peak_memory,
                                resident_mb, section, set_fast_input_gradient)
-from benchmarks.runners import attack_runner, floor_runner, kernel_runner, rule_runner
+from benchmarks.runners import (ART_INSTALL, art_pgd_runner, attack_runner, floor_runner,
+                                kernel_runner, rule_runner)
 
-STEP_ATTACKS = ("floor", "pgd", "momentum_pgd", "daa_blob", "daa_dgf")
+# The steps section's names (``--attacks``): the floor, catalogue attacks, and peers (other
+# libraries' attacks, timed in the trajectory mode only). APGD and MultiTargeted (one target run)
+# are not in the default list: ``--attacks floor,pgd,apgd,multitargeted,art_pgd``.
+PEER_ATTACKS = ("art_pgd",)
+# Attacks returning their best iterate: a call ends with a forward pass judging its last point
+# (about half a gradient; in the trajectory mode spread over --steps steps), so a one-step call
+# is no step: no same-point row.
+BEST_ITERATE_ATTACKS = ("apgd", "multitargeted")
+DEFAULT_STEP_ATTACKS = ("floor", "pgd", "momentum_pgd", "daa_blob", "daa_dgf")
+STEP_ATTACKS = DEFAULT_STEP_ATTACKS + BEST_ITERATE_ATTACKS + PEER_ATTACKS
 
 
 @section("steps", 'Step time (medians of interleaved repeats; floor = model input gradient only)',
@@ -29,38 +40,35 @@ def steps(ctx: Context) -> List[Row]:
     the step rule with a frozen gradient (no model), as a share of the same-point PGD step.
 
     The rule's own cost is what an attack adds to the gradient; the floor computes the gradient as
-    the attacks' loop does (a function of its own: see ``daa_tf.loop.gradient_function``)."""
+    the attacks' loop does (a function of its own: see ``daa_tf.loop.gradient_function``).
+    APGD and MultiTargeted (one run toward each example's most likely wrong class, margin loss)
+    run their catalogue loop (APGD's schedule, loss values, best iterates); they have no same-point
+    row (:data:`BEST_ITERATE_ATTACKS`) and their rule-only row adds the schedule and the
+    best-iterate update. Peers
+    (:data:`PEER_ATTACKS`: ART's PGD, ``generate`` with its own overheads) are timed in the
+    trajectory mode only, and skipped with a line on stderr when not importable."""
     import tensorflow as tf
     from daa_tf import attacks
-    args, model, x, y, settings, jit = ctx.args, ctx.model, ctx.x, ctx.y, ctx.settings, ctx.jit
+    args, x, settings = ctx.args, ctx.x, ctx.settings
     cfg = attacks.make_config("pgd", steps=1, **settings)
     start = attacks.start_points(cfg, tf.constant(x), attacks.seed_tensor(0)).numpy()
-    rows = []
+    rows: List[Row] = []
     for mode, steps, repeats in (("trajectory", args.steps, args.repeats),
                                  ("same point", 1, args.point_repeats),
                                  ("rule only", args.steps, args.repeats)):
         if repeats < 1:
             continue
-        runs, fns = {}, {}
-        for attack in args.attacks:
-            if mode == "rule only":
-                runs[attack], fns[attack] = rule_runner(model, attack, x, y, steps,
-                                                        args.particles, jit, settings)
-            elif attack == "floor":
-                runs[attack], fns[attack] = floor_runner(model, start, y, steps, jit)
-            else:
-                run, fns[attack], _ = attack_runner(model, attack, x, y, steps, args.particles,
-                                                    jit, settings)
-                runs[attack] = lambda run=run, steps=steps: run(steps)
+        runs, fns = _step_runs(ctx, mode, steps, start)
         first, times, peaks = interleaved(runs, repeats)
         step_ms = {name: 1000.0 * median(t) / steps for name, t in times.items()}
+        base = None
         if mode == "rule only":  # the rule's share of a PGD step (same-point gradient cost)
             pgd_step = [r for r in rows if r["mode"] == "same point" and r["attack"] == "pgd"]
             base = pgd_step[0]["ms_per_step"] if pgd_step else None
         for name in runs:
             rows.append(dict(
                 mode=mode, attack=name, batch=len(x),
-                particles=args.particles if name.startswith("daa") else None, jit=jit,
+                particles=args.particles if name.startswith("daa") else None, jit=ctx.jit,
                 steps=steps, repeats=repeats, ms_per_step=step_ms[name],
                 image_steps_per_s=len(x) * 1000.0 / step_ms[name],
                 vs_floor=(step_ms[name] / step_ms["floor"] if "floor" in step_ms
@@ -69,8 +77,41 @@ def steps(ctx: Context) -> List[Row]:
                         and mode != "rule only" else None),
                 of_pgd_step=(step_ms[name] / base if mode == "rule only" and base else None),
                 peak_mb=peaks[name], first_call_s=first[name],
-                tracing_count=fns[name].experimental_get_tracing_count()))
+                tracing_count=(None if fns[name] is None
+                               else fns[name].experimental_get_tracing_count())))
     return rows
+
+
+def _step_runs(ctx: Context, mode: str, steps: int, start: Any
+               ) -> Tuple[Dict[str, Callable[[], Any]], Dict[str, Any]]:
+    """The timed callables of ``mode`` by attack name (``--attacks`` order) and their compiled
+    functions (None for peers). Peers run in the trajectory mode only (one not importable is
+    left out with a line on stderr); :data:`BEST_ITERATE_ATTACKS` not in the same-point mode."""
+    args, model, x, y, settings, jit = ctx.args, ctx.model, ctx.x, ctx.y, ctx.settings, ctx.jit
+    runs: Dict[str, Callable[[], Any]] = {}
+    fns: Dict[str, Any] = {}
+    for attack in args.attacks:
+        if mode == "same point" and attack in BEST_ITERATE_ATTACKS:
+            continue
+        if attack in PEER_ATTACKS:
+            if mode != "trajectory":
+                continue
+            run = art_pgd_runner(model, x, y, steps, settings)
+            if run is None:
+                print(f"steps: {attack} skipped: art is not importable ({ART_INSTALL})",
+                      file=sys.stderr)
+                continue
+            runs[attack], fns[attack] = run, None
+        elif mode == "rule only":
+            runs[attack], fns[attack] = rule_runner(model, attack, x, y, steps, args.particles,
+                                                    jit, settings)
+        elif attack == "floor":
+            runs[attack], fns[attack] = floor_runner(model, start, y, steps, jit)
+        else:
+            run, fns[attack], _ = attack_runner(model, attack, x, y, steps, args.particles, jit,
+                                                settings)
+            runs[attack] = lambda run=run, steps=steps: run(steps)
+    return runs, fns
 
 
 @section("driver", 'Driver overhead (daa_tf.run vs attacks.run_steps on the same batches)',

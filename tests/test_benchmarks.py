@@ -1,6 +1,7 @@
 """Smoke test of the benchmark suite: minimal sizes, structure only (never timings); the authors'
 baseline computes the paper's BLOB direction."""
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_benchmark_runs_and_reports_every_section(tmp_path, capsys):
         assert title in printed
         for _, header, _ in bench.SECTIONS[section].columns:
             assert header in printed
-    assert [r["attack"] for r in saved["steps"]] == list(bench.STEP_ATTACKS) * 3
+    assert [r["attack"] for r in saved["steps"]] == list(bench.DEFAULT_STEP_ATTACKS) * 3
     assert [r["mode"] for r in saved["steps"]] == (["trajectory"] * 5 + ["same point"] * 5
                                                    + ["rule only"] * 5)
     assert all(r["tracing_count"] == 1 for r in saved["steps"])
@@ -85,3 +86,146 @@ def test_authors_baseline_computes_the_blob_direction_of_algorithms_md():
         g = rng.normal(0, 1, (m, 784))
         np.testing.assert_allclose(authors.blob_direction(g, x), blob_terms(g, x, 1.1)[0],
                                    rtol=1e-9, atol=1e-12)
+
+
+def _strength_context(argv):
+    """The strength section's context on a random MNIST net: 20 random images labelled with the
+    net's own predictions (clean accuracy 1) and a small eps, so that accuracies fall gradually."""
+    import keras
+
+    import daa_tf
+    from benchmarks.common import SETTINGS, Context, build_model, load_data
+    args = bench.parse_args(["--random", "--particles", "4", "--sections", "strength"] + argv)
+    keras.utils.set_random_seed(0)
+    model, _ = build_model("mnist", True)
+    x, _, _ = load_data("mnist", 20, True)
+    y = daa_tf.evaluate(model, x, np.zeros(len(x), np.int32), jit_compile=False)[0]
+    y = y.astype(np.int32)
+    settings = dict(SETTINGS["mnist"], eps=0.02, step_size=0.005)
+    return Context(args=args, model=model, model_name="mnist", x=x, y=y, x_all=x, y_all=y,
+                   settings=settings, jit=False)
+
+
+def test_strength_section_reads_budgets_cumulatively():
+    import importlib.util
+
+    import daa_tf
+    from benchmarks import strength
+    art = importlib.util.find_spec("art") is not None
+    contenders = ["pgd", "daa_blob", "strongest"] + (["art_apgd_ce"] if art else [])
+    ctx = _strength_context(["--strength-examples", "20", "--strength-budgets", "40,20",
+                             "--strength-restart-steps", "10",
+                             "--strength-contenders", ",".join(contenders)])
+    assert ctx.args.strength_budgets == [20, 40]
+    rows = bench.SECTIONS["strength"].run(ctx)
+    assert rows[0]["contender"] == "clean" and rows[0]["accuracy"] == 1.0
+    assert [(r["contender"], r["budget"]) for r in rows[1:]] == [
+        (c, b) for c in contenders for b in (20, 40)]
+    acc = {(r["contender"], r["budget"]): r["accuracy"] for r in rows}
+    for row in rows[1:]:
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["examples"] == 20
+        assert 0.0 < row["gradients"] <= row["budget"] + 1e-9, row
+        assert row["seconds"] > 0
+    for name in ("pgd", "daa_blob"):  # restart-read: cumulative, so never rising with budget
+        assert acc[name, 40] <= acc[name, 20] <= 1.0
+    assert acc["pgd", 20] < 1.0  # the attacks do bite at this eps
+    assert [r["gradients"] for r in rows if r["contender"] == "daa_blob"] == [20, 40]
+    # DAA extended restart by restart equals one uninterrupted run of 4 restarts (merged set)
+    whole = daa_tf.run(ctx.model, ctx.x_all, ctx.y_all, "daa_blob", restarts=4, steps=10,
+                       step_size=0.005, eps=0.02, particles=4, seed=0, verbose=0,
+                       jit_compile=False)
+    assert acc["daa_blob", 40] == whole.accuracy
+    assert min(whole.restart_accuracies) >= whole.accuracy  # per restart, not cumulative
+    top = [r for r in rows if r["contender"] == "strongest"][-1]
+    assert top["runs"] == "4 stages" and top["reach_stage"] is not None
+    table = bench.format_table("strength", rows)
+    assert table.startswith("## strength:")
+    for _, header, _ in bench.SECTIONS["strength"].columns:
+        assert header in table
+    for name in contenders:
+        assert name in table
+    with pytest.raises(RuntimeError, match="L-inf"):
+        strength.check_adversarial("x", ctx.x_all + 0.03, ctx.x_all, 0.02, -1.0, 2.0)
+
+
+def test_strength_arguments():
+    args = bench.parse_args(["--sections", "strength"])
+    assert args.strength_budgets == [100, 500, 1000] and args.strength_examples == 1000
+    assert not bench.SECTIONS["strength"].default and "strength" not in DEFAULT_SECTIONS
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--strength-contenders", "pgd,nope"])
+    ctx = _strength_context(["--strength-budgets", "15", "--strength-restart-steps", "10"])
+    with pytest.raises(ValueError, match="multiples"):
+        bench.SECTIONS["strength"].run(ctx)
+
+
+def _steps_context(argv):
+    """The steps section's context on a random MNIST net and 8 random images (2 steps, 1 repeat)."""
+    import keras
+
+    from benchmarks.common import SETTINGS, Context, build_model, load_data
+    args = bench.parse_args(["--random", "--sections", "steps", "--batch", "8", "--steps", "2",
+                             "--repeats", "1", "--point-repeats", "1"] + argv)
+    keras.utils.set_random_seed(0)
+    model, _ = build_model("mnist", True)
+    x, y, _ = load_data("mnist", 8, True)
+    return Context(args=args, model=model, model_name="mnist", x=x, y=y, x_all=x, y_all=y,
+                   settings=SETTINGS["mnist"], jit=False)
+
+
+def test_steps_section_times_apgd_multitargeted_and_art_pgd():
+    # no capsys here: importing ART reconfigures logging around the captured streams
+    import importlib.util
+
+    import daa_tf
+    from benchmarks.runners import attack_runner
+    art = importlib.util.find_spec("art") is not None
+    names = ["floor", "pgd", "apgd", "multitargeted"] + (["art_pgd"] if art else [])
+    ctx = _steps_context(["--attacks", ",".join(names)])
+    rows = bench.SECTIONS["steps"].run(ctx)
+    assert [(r["mode"], r["attack"]) for r in rows] == (
+        [("trajectory", n) for n in names]
+        + [("same point", "floor"), ("same point", "pgd")]  # best iterates: no one-step call
+        + [("rule only", n) for n in names if n != "art_pgd"])
+    for row in rows:
+        assert row["ms_per_step"] > 0 and row["image_steps_per_s"] > 0, row
+        if row["mode"] == "rule only":
+            assert row["of_pgd_step"] > 0 and row["vs_pgd"] is None
+        else:
+            assert row["vs_pgd"] > 0 and row["vs_floor"] > 0
+        assert row["tracing_count"] == (None if row["attack"] == "art_pgd" else 1)
+    table = bench.format_table("steps", rows)
+    for name in names:
+        assert name in table
+    # the timed loops are the catalogue's: APGD, and MultiTargeted's run toward its first target
+    s, (x, y) = ctx.settings, (ctx.x, ctx.y)
+    run, _, cfg = attack_runner(ctx.model, "multitargeted", x, y, 2, 4, False, s)
+    assert cfg.settings.loss == "margin" and cfg.settings.step_size == 2 * s["eps"]
+    one_target = daa_tf.multitargeted(ctx.model, x, y, eps=s["eps"], steps=2, num_targets=1,
+                                      seed=0, jit_compile=False)
+    np.testing.assert_array_equal(run(), one_target.numpy())
+    run, _, _ = attack_runner(ctx.model, "apgd", x, y, 2, 4, False, s)
+    np.testing.assert_array_equal(run(), daa_tf.apgd(ctx.model, x, y, eps=s["eps"], steps=2,
+                                                     seed=0, jit_compile=False).numpy())
+
+
+def test_steps_section_skips_art_pgd_without_art(monkeypatch, capsys):
+    for name in ("art", "art.attacks.evasion", "art.estimators.classification"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails: ART is never imported here
+    ctx = _steps_context(["--attacks", "pgd,art_pgd", "--point-repeats", "0"])
+    rows = bench.SECTIONS["steps"].run(ctx)
+    assert [(r["mode"], r["attack"]) for r in rows] == [("trajectory", "pgd"), ("rule only", "pgd")]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["steps: art_pgd skipped: art is not importable "
+                   "(pip install adversarial-robustness-toolbox)"]
+
+
+def test_step_attack_names():
+    assert bench.parse_args([]).attacks == list(bench.DEFAULT_STEP_ATTACKS)
+    args = bench.parse_args(["--attacks", "apgd,multitargeted,art_pgd",
+                             "--compile-attacks", "apgd,multitargeted"])
+    assert args.attacks == ["apgd", "multitargeted", "art_pgd"]
+    with pytest.raises(SystemExit):  # a peer has no compiled loop
+        bench.parse_args(["--compile-attacks", "art_pgd"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--attacks", "nope"])
