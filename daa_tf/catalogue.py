@@ -376,7 +376,7 @@ DEFAULT_SEQUENCE: Tuple[Tuple[str, Mapping[str, Any]], ...] = (
     ("apgd", {"loss": "cw"}),
     ("apgd_daa_dgf", {"loss": "cw", "init": "odi"}),
 )
-MIN_STAGE_STEPS = 10
+MIN_STAGE_STEPS = 50  # gradients per stage (docs/algorithms.md#strongest: measured at budget 100)
 
 
 def default_stages(budget: int, classes: int = 10) -> List[Stage]:

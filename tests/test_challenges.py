@@ -107,18 +107,18 @@ def test_mnist_strongest_writes_a_valid_file_the_evaluator_agrees_with(shared, t
 
     output = tmp_path / "strongest.npy"
     done = run_module("challenges.mnist", {
-        "attack": "strongest", "steps": 20, "restarts": 1, "num_examples": 100, "verbose": 0,
+        "attack": "strongest", "steps": 100, "restarts": 1, "num_examples": 100, "verbose": 0,
         "loss": "cw", "output": output, **mnist_fixtures(shared)})
     assert done.returncode == 0, done.stderr
     x_nat, _ = load_mnist(data_dir=shared / "data/mnist", num_examples=100)
     size = submission.check(np.load(output), x_nat, registry.CHALLENGES["mnist"].format)
     assert 0 < size.linf <= 0.3 + 1e-6
     log = done.stderr
-    for expected in ("strongest cascade", "budget 20 gradients per image", "stage 1: accuracy",
-                     "stage 2: accuracy", "gradients per image: budget 20",
+    for expected in ("strongest cascade", "budget 100 gradients per image", "stage 1: accuracy",
+                     "stage 2: accuracy", "gradients per image: budget 100",
                      "--loss is set by the cascade's stages: ignored"):
         assert expected in log, expected
-    assert "stage 3:" not in log  # a budget of 20: two stages of the minimum 10 gradients
+    assert "stage 3:" not in log  # a budget of 100: two stages of the minimum 50 gradients
     assert_evaluator_agrees("mnist", output, mnist_fixtures(shared), log, tmp_path)
 
 

@@ -166,13 +166,13 @@ def test_the_cascade_runs_on_a_users_model(shared, tmp_path):
 
     output = tmp_path / "adv.npy"
     done = run_attack({"model": f"madry_mnist:{shared / 'models/mnist/adv_trained'}",
-                       "data": shared / "data/mnist", "attack": "strongest", "steps": 20,
+                       "data": shared / "data/mnist", "attack": "strongest", "steps": 100,
                        "restarts": 1, "num_examples": 20, "verbose": 0, "output": output})
     assert done.returncode == 0, done.stderr
-    assert "strongest cascade, eps 0.3, budget 20 gradients per image" in done.stderr
+    assert "strongest cascade, eps 0.3, budget 100 gradients per image" in done.stderr
     summary = json.loads(Path(f"{output}.json").read_text())
-    assert summary["settings"]["budget"] == 20 and summary["gradients_per_image"] == 20
-    assert len(summary["restart_accuracies"]) == 2  # two stages of 10 gradients
+    assert summary["settings"]["budget"] == 100 and summary["gradients_per_image"] == 100
+    assert len(summary["restart_accuracies"]) == 2  # two stages of 50 gradients
     x, _ = load_mnist(data_dir=shared / "data/mnist", num_examples=20)
     assert_in_ball_and_box(np.load(output), x, 0.3, 0, 1)
 

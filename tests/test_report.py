@@ -312,7 +312,7 @@ def test_the_stronger_attacks_and_the_cascade_are_rows(tmp_path):
     stages choose their losses) runs once and fills every column."""
     model, x, y = _tiny()
     logs = []
-    cfg = _tiny_config(attacks=("pgd", "apgd", "multitargeted", "strongest"), steps=30,
+    cfg = _tiny_config(attacks=("pgd", "apgd", "multitargeted", "strongest"), steps=150,
                        eps_grid=(0.0, 0.1))
     results = report.make_report(model, x, y, cfg, str(tmp_path), verbose=0, log=logs.append)
     entries = results["attacks"]
@@ -320,7 +320,7 @@ def test_the_stronger_attacks_and_the_cascade_are_rows(tmp_path):
     assert entries["strongest/xent"]["file"] == "attacks/strongest_xent.npz"
     assert not (tmp_path / "attacks" / "strongest_cw.npz").exists()
     assert sum("strongest: running" in line for line in logs) == 1
-    assert len(entries["strongest/xent"]["restart_accuracies"]) == 3  # 3 stages of 10
+    assert len(entries["strongest/xent"]["restart_accuracies"]) == 3  # 3 stages of 50
     assert entries["strongest/xent"]["accuracy"] <= entries["pgd/xent"]["accuracy"]
     assert sorted(results["mcnemar"]) == sorted(f"{a}/{l}" for a in ("apgd", "multitargeted",
                                                                       "strongest")

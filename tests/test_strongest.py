@@ -32,7 +32,8 @@ def test_default_stages_fit_the_budget():
     assert [s.attack for s in stages[:3]] == ["apgd", "apgd_daa_blob", "apgd_daa_dgf"]
     assert stages[4].settings == {"loss": "margin", "init": "odi", "steps": 98}
     assert all(s.settings["loss"] != "dlr" for s in cascade.default_stages(1000, 2))
-    assert len(cascade.default_stages(35)) == 3  # stages of at least 10 gradients
+    assert len(cascade.default_stages(35)) == 1  # stages of at least 50 gradients
+    assert [s.settings["steps"] for s in cascade.default_stages(120)] == [60, 60]
 
 
 def test_cascade_keeps_the_worst_case_within_the_budget(model, data):
