@@ -216,6 +216,10 @@ def _multitargeted_rows(ctx: Context, x: np.ndarray, y: np.ndarray) -> List[Row]
     return rows
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("s" if n != 1 else "")
+
+
 def _strongest_rows(ctx: Context, x: np.ndarray, y: np.ndarray) -> List[Row]:
     """One ``daa_tf.strongest`` run per budget (its default sequence); the stage accuracies and
     seconds are kept for the time-to-a-strength columns."""
@@ -228,7 +232,7 @@ def _strongest_rows(ctx: Context, x: np.ndarray, y: np.ndarray) -> List[Row]:
         seconds = time.perf_counter() - started
         check_adversarial("strongest", result.x_adv, x, **_box(ctx))
         rows.append(dict(contender="strongest", attack="strongest", budget=budget,
-                         runs=f"{len(result.restart_accuracies)} stages",
+                         runs=_count(len(result.restart_accuracies), "stage"),
                          accuracy=result.accuracy, gradients=result.gradients_mean,
                          seconds=seconds, read="own run",
                          stage_accuracies=list(result.restart_accuracies),
