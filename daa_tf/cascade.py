@@ -65,24 +65,24 @@ def _resumed(merged: driver.Merged, state_path: Optional[str], resume: bool,
 
 
 def _stage(model: loop.Model, merged: driver.Merged, x0: np.ndarray, y: np.ndarray,
-           settings: catalogue.CascadeSettings, stage: Stage, seed: int, run_kwargs: dict
-           ) -> float:
+           settings: catalogue.CascadeSettings, stage: Stage, seed: int, batch: int,
+           given_batch: Optional[int], run_kwargs: dict) -> float:
     """One stage on the examples ``merged`` has not fooled, merged in place (the first point
-    that fools an example is kept, else the highest margin). Returns the gradients spent."""
+    that fools an example is kept, else the highest margin). Returns the gradients spent.
+    ``batch``: the whole set's batch, which every stage of independent examples keeps (shapes
+    from ``driver.bucket``, no retrace per stage); a DAA stage takes ``given_batch`` (the
+    caller's, a whole number of its groups; None: its default)."""
     rows = np.flatnonzero(~merged.fooled)
     if not len(rows):
         return 0.0
-    kwargs = dict(run_kwargs)
-    if catalogue.ATTACKS[stage.attack].interacting:  # DAA: the caller's batch, or its default
-        kwargs["batch_size"] = kwargs.pop("given_batch_size")
-    else:  # the whole set's batch for every stage: shapes from driver.bucket, no retracing
-        kwargs.pop("given_batch_size")
+    interacting = catalogue.ATTACKS[stage.attack].interacting
     result = driver.run(model, x0[rows], y[rows], stage.attack, restarts=stage.restarts,
                         seed=seed, eps=settings.eps, clip_min=settings.clip_min,
                         clip_max=settings.clip_max, jit_compile=settings.jit_compile,
-                        **kwargs, **stage.settings)
-    pred, score, _ = driver.evaluate(model, result.x_adv, y[rows], "margin",
-                                     run_kwargs["batch_size"], settings.jit_compile)
+                        batch_size=given_batch if interacting else batch, **run_kwargs,
+                        **stage.settings)
+    pred, score, _ = driver.evaluate(model, result.x_adv, y[rows], "margin", batch,
+                                     settings.jit_compile)
     merged.update(rows, result.x_adv, score, pred != y[rows])
     return result.gradients_mean * len(rows)
 
@@ -124,15 +124,14 @@ def run(model: loop.Model, x: Any, y: Any, settings: catalogue.CascadeSettings,
     fingerprint = _fingerprint(settings, stages, x0, y, seed)
     merged = _resumed(merged, state_path, resume, fingerprint, restarts, len(stages))
     done = len(merged.restart_accuracies)
-    run_kwargs = dict(batch_size=batch, given_batch_size=batch_size, verbose=verbose,
-                      steps_per_round=steps_per_round,
+    run_kwargs = dict(verbose=verbose, steps_per_round=steps_per_round,
                       **({"strategy": strategy} if strategy is not None else {}))
     seconds: List[float] = []
     spent = 0.0
     for index in range(done, restarts * len(stages)):
         started = time.perf_counter()
         spent += _stage(model, merged, x0, y, settings, stages[index % len(stages)],
-                        stage_seed(seed, index), run_kwargs)
+                        stage_seed(seed, index), batch, batch_size, run_kwargs)
         merged.restart_accuracies.append(float(np.mean(~merged.fooled)))
         if state_path:
             merged.save(state_path, fingerprint)
