@@ -1,17 +1,19 @@
-"""The data files' formats: MNIST IDX (``*-ubyte[.gz]``), CIFAR-10 python pickle batches and
-binary batches, ``.npz`` archives with ``x`` and ``y``, and the conversion of pixels to the
+"""The data files' formats: MNIST IDX (``*-ubyte[.gz]``), CIFAR-10 python pickle batches (read
+without running code) and binary batches, ``.npz`` archives with ``x`` and ``y``, and the conversion of pixels to the
 challenges' float32 ranges. Readers keep the files' order.
 """
 from __future__ import annotations
 
 import gzip
 import os
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
 import numpy as np
+
+from daa_tf import validation
+from daa_tf.data import safe_pickle
 
 PathLike = Union[str, os.PathLike]
 Arrays = Tuple[np.ndarray, np.ndarray]
@@ -98,36 +100,34 @@ def idx_from_dir(folder: Path, split: str) -> Optional[Arrays]:
 # ------------------------------------------------------------------------------------- CIFAR-10
 
 
-def _unpickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-        raise ValueError(f"{path}: not a CIFAR-10 python batch ({err})") from None
-    if not isinstance(batch, dict):
-        raise ValueError(f"{path}: not a CIFAR-10 python batch (no dict inside)")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+def _python_batch(path: Path) -> Arrays:
+    """uint8 NHWC images and labels of the CIFAR-10 python batch ``path``, read by
+    :func:`daa_tf.data.safe_pickle.load_batch` (no code in the file runs)."""
+    batch = safe_pickle.load_batch(path)
+    if "data" not in batch or "labels" not in batch:
+        raise ValueError(f"{path}: CIFAR-10 batch without 'data' and 'labels'")
+    data = np.asarray(batch["data"])
+    labels = np.asarray(batch["labels"])
+    if (data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072
+            or labels.ndim != 1 or len(data) != len(labels)):
+        raise ValueError(f"{path}: CIFAR-10 'data' is {data.dtype} of shape {list(data.shape)} "
+                         f"with {labels.size} labels, expected uint8 [N, 3072] with one label "
+                         "per row")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels  # rows are C, H, W
 
 
 def cifar_from_dir(folder: Path, split: str) -> Optional[Arrays]:
-    """uint8 NHWC images and labels of ``split`` from the CIFAR-10 python batches in ``folder``
-    (or its ``cifar-10-batches-py/``), None if absent."""
-    for base in (folder, folder / "cifar-10-batches-py"):
-        paths = [base / name for name in CIFAR_BATCHES[split]]
-        if not all(p.is_file() for p in paths):
-            continue
-        xs, ys = [], []
-        for p in paths:
-            batch = _unpickle(p)
-            if "data" not in batch or "labels" not in batch:
-                raise ValueError(f"{p}: CIFAR-10 batch without 'data' and 'labels'")
-            data = np.asarray(batch["data"], dtype=np.uint8)
-            if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(batch["labels"]):
-                raise ValueError(f"{p}: CIFAR-10 'data' has shape {data.shape}, expected [N, 3072] "
-                                 f"with one label per row")
-            xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # rows are C,H,W
-            ys.append(np.asarray(batch["labels"]))
-        return np.concatenate(xs), np.concatenate(ys)
+    """uint8 NHWC images and labels of ``split`` from the CIFAR-10 batches in ``folder`` (or its
+    ``cifar-10-batches-bin/`` or ``cifar-10-batches-py/``), None if absent. The binary batches
+    (``test_batch.bin``, ...) are preferred where both kinds are present; python batches are read
+    without running any code (:mod:`daa_tf.data.safe_pickle`)."""
+    for base in (folder, folder / "cifar-10-batches-bin", folder / "cifar-10-batches-py"):
+        for suffix, read in ((".bin", read_cifar10_bin), ("", _python_batch)):
+            paths = [base / (name + suffix) for name in CIFAR_BATCHES[split]]
+            if all(p.is_file() for p in paths):
+                batches = [read(p) for p in paths]
+                return (np.concatenate([b[0] for b in batches]),
+                        np.concatenate([b[1] for b in batches]))
     return None
 
 
@@ -150,10 +150,15 @@ def npz_file(data_dir: Path, split: str) -> Optional[Path]:
     return files[0] if files else None
 
 
-def read_npz(path: Path) -> Arrays:
-    """Arrays ``x`` and ``y`` of the ``.npz`` archive ``path`` (ValueError naming the file)."""
+def read_npz(path: PathLike) -> Arrays:
+    """Arrays ``x`` ``[N, ...]`` and ``y`` ``[N]`` (or ``[N, 1]``) of the ``.npz`` archive ``path``.
+
+    Never unpickles: an archive holding object arrays is refused. ValueError naming the file for
+    an unreadable archive, missing arrays, object arrays, or ``x`` and ``y`` of different lengths
+    (whatever part of them is used later).
+    """
     try:
-        f = np.load(path)
+        f = np.load(path, allow_pickle=False)
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not a readable npz file ({err})") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
@@ -161,7 +166,21 @@ def read_npz(path: Path) -> Arrays:
     with f:
         if "x" not in f.files or "y" not in f.files:
             raise ValueError(f"{path}: npz without arrays 'x' and 'y' (has {f.files})")
-        return f["x"], f["y"]
+        try:
+            x, y = f["x"], f["y"]
+        except ValueError as err:
+            if "allow_pickle" not in str(err):
+                raise ValueError(f"{path}: unreadable array in the npz ({err})") from None
+            raise ValueError(f"{path}: refused, its x or y is an object array (pickled Python "
+                             "objects, which are never loaded): save x and y as numeric arrays, "
+                             "e.g. np.savez(path, x=x.astype(np.uint8), y=y.astype(np.int64))"
+                             ) from None
+        except (OSError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{path}: truncated or corrupt npz ({err})") from None
+    if x.ndim < 1 or y.ndim < 1 or len(x) != len(y):
+        raise ValueError(f"{path}: x holds {len(x) if x.ndim else 0} images but y holds "
+                         f"{len(y) if y.ndim else 0} labels: save one label per image")
+    return x, y
 
 
 # ------------------------------------------------------------------------------- normalisation
@@ -185,14 +204,15 @@ def finish_mnist(x: np.ndarray, y: np.ndarray, source: str) -> Arrays:
         raise ValueError(f"{source}: images of shape {list(x.shape)}, expected [N, 784] or "
                          "[N, 28, 28(, 1)]")
     x = _to_unit_range(x.reshape(len(x), 784), source, 1.0)
-    return x, np.asarray(y).reshape(-1).astype(np.int64)
+    return x, validation.labels(y, len(x), f"{source}: labels").astype(np.int64)
 
 
 def finish_cifar(x: np.ndarray, y: np.ndarray, source: str) -> Arrays:
     """CIFAR-10 images as float32 ``[N, 32, 32, 3]`` in [0, 255] and int64 labels ``[N]``."""
     if tuple(x.shape[1:]) != (32, 32, 3):
         raise ValueError(f"{source}: images of shape {list(x.shape)}, expected [N, 32, 32, 3]")
-    return _to_unit_range(x, source, 255.0), np.asarray(y).reshape(-1).astype(np.int64)
+    x = _to_unit_range(x, source, 255.0)
+    return x, validation.labels(y, len(x), f"{source}: labels").astype(np.int64)
 
 
 def read_cifar10_bin(path: PathLike) -> Arrays:
