@@ -8,6 +8,11 @@
              seed  int64   []                     random-start seed
     outputs: x_adv float32 [None, *input_shape]   adversarial batch
 
+Before the loop the graph checks what the library checks in Python (:func:`check_inputs`): ``x``'s
+shape, at least one image, finite values within the box, one label per image, labels in
+``[0, num_classes)``; a bad input fails with InvalidArgumentError naming the input and the rule,
+and nothing leaves the eps-ball or the box.
+
 The whole compiled step loop (a ``tf.while_loop``) is in the graph, so TF Serving, a C++ or Java
 evaluator or ``tf.saved_model.load`` runs it without daa_tf (or Keras) installed. For the same
 ``x``, ``y`` and ``seed`` it returns, bit for bit on the same machine and TensorFlow build, what
@@ -19,7 +24,8 @@ DAA groups consecutive rows by ``particles`` and pads the last, partial group in
 For provenance the settings are stored as JSON three times over: the asset
 ``assets/attack_settings.json`` (readable without TensorFlow), the signature ``attack_settings`` (no
 inputs; output ``attack_settings``, a string) and the string variable ``attack_settings`` of the
-loaded object. ``loaded.attack(x, y, seed)`` is the serving function as a plain callable.
+loaded object. ``loaded.attack(x, y, seed=0)`` is the serving function as a plain callable (the
+signature itself requires ``seed``: SavedModel signatures have no optional inputs).
 
 XLA: the graph is saved for the plain TensorFlow executor (``jit_compile=False``) unless the caller
 passes ``jit_compile=True``; then the loop is marked for XLA and the loading runtime compiles it
@@ -155,22 +161,86 @@ def model_input_shape(model: Any, input_shape: Optional[Sequence[Optional[int]]]
     return shape
 
 
+def _num_classes(model: Any, x: tf.Tensor, input_shape: Sequence[Optional[int]]) -> Any:
+    """The number of logits of ``model``: static (an int) from one traced call on one example (of
+    zeros when ``input_shape`` is fully known, else ``x[:1]``), else a tensor computed at run
+    time."""
+    from daa_tf import loop
+
+    if None in input_shape:
+        probe = tf.ensure_shape(x, [None, *input_shape])[:1]
+    else:
+        probe = tf.zeros([1, *input_shape], tf.float32)
+    logits = loop.call_model(model, probe)
+    return logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
+
+
+def check_inputs(x: tf.Tensor, y: tf.Tensor, input_shape: Sequence[Optional[int]],
+                 clip_min: float, clip_max: float, num_classes: Any
+                 ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """``(x, y)`` checked in the graph before the attack runs (the signature's own checks, for
+    runtimes with no Python: TF Serving, C++, Java), each failing with InvalidArgumentError whose
+    message names the input and the rule, in this order: ``x`` of shape ``[N, *input_shape]``
+    (EnsureShape: "Shape of tensor x ... is not compatible with expected shape ..."), ``x``
+    holding at least one image, finite, within ``[clip_min, clip_max]`` (the library's tolerance
+    :data:`daa_tf.validation.RANGE_TOLERANCE` of the box), ``y`` of shape ``[N]`` and ``y`` in
+    ``[0, num_classes)``. The seed is a required input of the serving signature (signatures have
+    no optional inputs: a call without it fails in the runtime's argument binding, naming
+    ``seed``, before the graph runs); ``loaded.attack(x, y)`` takes seed 0 by default."""
+    from daa_tf.validation import RANGE_TOLERANCE
+
+    box = f"[{clip_min:g}, {clip_max:g}]"
+    shown = "[N, " + ", ".join("?" if d is None else str(d) for d in input_shape) + "]"
+    x = tf.ensure_shape(x, [None, *input_shape], name="x")
+    y = tf.ensure_shape(y, [None], name="y")
+    tol = RANGE_TOLERANCE * (clip_max - clip_min)
+    n = tf.shape(x)[0]
+    rules = [
+        (lambda: n > 0, [f"x must hold at least one image (shape {shown}); got shape",
+                         tf.shape(x)]),
+        (lambda: tf.reduce_all(tf.math.is_finite(x)),
+         ["x must be finite: it holds NaN or inf values; pass finite pixels in " + box]),
+        (lambda: tf.logical_and(tf.reduce_min(x) >= clip_min - tol,
+                                tf.reduce_max(x) <= clip_max + tol),
+         [f"x must lie in the pixel box {box} of the saved attack (clip_min, clip_max): rescale "
+          "the images; got values from", tf.reduce_min(x), "to", tf.reduce_max(x)]),
+        (lambda: tf.equal(tf.shape(y)[0], n),
+         ["y must hold one label per image of x: shape [N] with N =", n, "; got",
+          tf.shape(y)[0], "labels"]),
+        (lambda: tf.reduce_all(tf.logical_and(y >= 0, y < tf.cast(num_classes, y.dtype))),
+         ["y must hold class indices in [0, num_classes) with num_classes =", num_classes,
+          "(the model's outputs); got labels from", tf.reduce_min(y), "to", tf.reduce_max(y)]),
+    ]
+    done: list = []
+    for condition, message in rules:  # in order: each rule runs after the previous one held
+        with tf.control_dependencies(done):
+            done = [tf.debugging.Assert(condition(), message, summarize=8)]
+    with tf.control_dependencies(done):
+        return tf.identity(x), tf.identity(y)
+
+
 class AttackModule(tf.Module):
-    """The saved object: the model (its variables), ``attack(x, y, seed)`` and the provenance."""
+    """The saved object: the model (its variables), ``attack(x, y, seed)`` and the provenance.
+    ``box`` is the attack's ``(clip_min, clip_max)``: the signature refuses inputs outside it
+    (:func:`check_inputs`)."""
 
     def __init__(self, model: Any, fn: Callable[..., tf.Tensor], settings: Dict[str, Any],
-                 input_shape: tuple, settings_json: str, settings_file: str) -> None:
+                 input_shape: tuple, settings_json: str, settings_file: str,
+                 box: Tuple[float, float] = (0.0, 1.0)) -> None:
         super().__init__(name="daa_tf_attack")
         self.model = model
         self.attack_settings = tf.Variable(settings_json, trainable=False,
                                            name="attack_settings")
         self.settings_asset = tf.saved_model.Asset(settings_file)
+        clip_min, clip_max = (float(v) for v in box)
 
         @tf.function(input_signature=[
             tf.TensorSpec([None, *input_shape], tf.float32, name="x"),
             tf.TensorSpec([None], tf.int64, name="y"),
             tf.TensorSpec([], tf.int64, name="seed")])
-        def attack(x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> Dict[str, tf.Tensor]:
+        def attack(x: tf.Tensor, y: tf.Tensor, seed: Any = 0) -> Dict[str, tf.Tensor]:
+            num_classes = _num_classes(model, x, input_shape)
+            x, y = check_inputs(x, y, input_shape, clip_min, clip_max, num_classes)
             x_adv = fn(model, x, y, seed=seed, **settings)
             return {"x_adv": tf.identity(tf.cast(x_adv, tf.float32), name="x_adv")}
 
@@ -213,7 +283,8 @@ def save_attack(model: Any, path: PathLike, attack: str = "daa_blob", *,
         settings_file = os.path.join(staging, SETTINGS_FILE)
         with open(settings_file, "w", encoding="utf-8") as f:
             f.write(settings_json + "\n")
-        module = AttackModule(model, fn, kwargs, shape, settings_json, settings_file)
+        module = AttackModule(model, fn, kwargs, shape, settings_json, settings_file,
+                              box=(validated.clip_min, validated.clip_max))
         concrete = module.attack.get_concrete_function()
         try:
             tf.saved_model.save(module, tmp, signatures={
@@ -245,5 +316,5 @@ def load_settings(path: PathLike) -> Dict[str, Any]:
 
 
 __all__ = ["save_attack", "load_settings", "resolve_settings", "attack_function",
-           "model_input_shape",
+           "model_input_shape", "check_inputs",
            "AttackModule", "SETTINGS_FILE", "SIGNATURE", "SETTINGS_SIGNATURE"]
