@@ -93,10 +93,10 @@ def image_ids(data_dir: str, num_examples: Optional[int]) -> List[str]:
 
 def fetch_model() -> Path:
     """The registry's model fetcher: the release's checkpoint folder, downloaded once into the
-    cache (:func:`challenges.fetch_model.ensure_imagenet_model`)."""
-    from challenges.fetch_model import ensure_imagenet_model
+    cache and verified (:func:`daa_tf.models.fetch.fetch_model`)."""
+    from daa_tf.models.fetch import IMAGENET, fetch_model as fetch
 
-    return ensure_imagenet_model()
+    return fetch(IMAGENET)
 
 
 # ------------------------------------------------------------------------------------ targets

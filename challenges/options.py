@@ -27,8 +27,9 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 from absl import flags
 
 from daa_tf import catalogue
+from daa_tf.models import fetch as model_fetch
 
-from challenges import fetch_model, registry
+from challenges import registry
 
 FlagValues = flags.FlagValues
 
@@ -64,7 +65,7 @@ def define_model_flags(challenge: Optional[registry.Challenge], choice: bool = T
              "~/.cache/daa_tf) and reused")
     flags.DEFINE_string("model_dir", None, f"Checkpoint folder of the attacked model ({fetch}).")
     if choice:
-        flags.DEFINE_enum("model", "secret", list(fetch_model.MODELS), "MadryLab model to "
+        flags.DEFINE_enum("model", "secret", list(model_fetch.MODELS), "MadryLab model to "
                           "download when --model_dir is not given (MNIST, CIFAR10).")
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from daa_tf import catalogue
+from daa_tf.models import fetch
 
-from challenges import fetch_model, submission
+from challenges import submission
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +103,8 @@ class Challenge:
 
     @property
     def downloadable(self) -> bool:
-        """True when MadryLab publish its models (``challenges.fetch_model`` can get them)."""
-        return self.name in fetch_model.CHALLENGES
+        """True when MadryLab publish its models (:mod:`daa_tf.models.fetch` gets them)."""
+        return self.name in fetch.CHALLENGES
 
     def load_data(self, *args: Any) -> Any:
         """Calls the data loader ``(split, data_dir, num_examples) -> (x, y)``."""

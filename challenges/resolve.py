@@ -77,10 +77,10 @@ def model_path(challenge: Challenge, model_dir: Optional[str], model: str) -> Pa
                              "--model_dir=<checkpoint folder>.") from None
     if not challenge.downloadable:
         raise _no_download(challenge)
-    from challenges.fetch_model import FetchError, ensure_model
+    from daa_tf.models.fetch import FetchError, fetch_model
 
     try:
-        return ensure_model(challenge.name, model)
+        return fetch_model(challenge.name, model)
     except FetchError as err:
         raise SetupError(f"could not download the {challenge.title} {model} model: {err} "
                          "Or pass --model_dir=<checkpoint folder>.") from None

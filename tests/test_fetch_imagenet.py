@@ -1,8 +1,10 @@
-"""ImageNet model fetcher (tar.gz of slim checkpoint files), from local file:// URLs only."""
+"""ImageNet model fetcher (tar.gz of slim checkpoint files), from local file:// URLs only: the first
+download records its SHA256, later ones are checked against it."""
 import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -10,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from challenges import fetch_model
-from challenges.fetch_model import FetchError
+from daa_tf.models import fetch
+from daa_tf.models.fetch import FetchError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "ens_adv_inception_resnet_v2"
@@ -49,25 +51,27 @@ def quiet(_: str) -> None:
 def test_fetch_end_to_end_reuse_and_loader_resolution(tmp_path):
     digest = make_tar(tmp_path / "release.tar.gz")
     dest, logs = tmp_path / "models", []
-    out = fetch_model.fetch_imagenet(dest=dest, url=(tmp_path / "release.tar.gz").as_uri(),
-                                     log=logs.append)
+    out = fetch.fetch("imagenet", MODEL, dest, url=(tmp_path / "release.tar.gz").as_uri(),
+                      log=logs.append)
     assert out == dest / MODEL
     for name, content in RELEASE_FILES.items():
         assert (out / name).read_bytes() == content
     assert not (out / "checkpoint").exists()
-    info = json.loads((out / fetch_model.INFO_FILE).read_text())
+    info = json.loads((out / fetch.INFO_FILE).read_text())
     assert info == {"challenge": "imagenet", "model": MODEL, "url": info["url"], "sha256": digest,
-                    "verified": False}
-    assert any("WARNING" in line and digest in line and "IMAGENET_SHA256" in line
+                    "git_blob": info["git_blob"], "verified": ""}
+    assert any("no published digest" in line and digest in line and fetch.RECORD_FILE in line
                for line in logs)
-    assert sorted(p.name for p in dest.iterdir()) == [MODEL]  # no temporary files left
+    assert json.loads((dest / fetch.RECORD_FILE).read_text())[f"imagenet/{MODEL}"]["sha256"] \
+        == digest
+    assert sorted(p.name for p in dest.iterdir()) == [fetch.RECORD_FILE, MODEL]  # no temp files
     # the model loader finds the prefix in the folder although there is no state file
     from daa_tf.models.checkpoint import resolve_checkpoint
     assert resolve_checkpoint(out) == str(out / f"{MODEL}.ckpt")
     # reused: no download (the URL is gone)
     (tmp_path / "release.tar.gz").unlink()
-    assert fetch_model.fetch_imagenet(dest=dest, url=(tmp_path / "release.tar.gz").as_uri(),
-                                      log=logs.append) == out
+    assert fetch.fetch("imagenet", MODEL, dest, url=(tmp_path / "release.tar.gz").as_uri(),
+                       log=logs.append) == out
     assert "reusing" in logs[-1]
 
 
@@ -75,26 +79,38 @@ def test_nested_folder_verified_digest_and_env_url(tmp_path, monkeypatch):
     digest = make_tar(tmp_path / "r.tgz", folder=f"release/{MODEL}")
     monkeypatch.setenv("DAA_TF_MODEL_URL_IMAGENET_ENS_ADV_INCEPTION_RESNET_V2",
                        (tmp_path / "r.tgz").as_uri())
-    assert fetch_model.imagenet_model_url() == (tmp_path / "r.tgz").as_uri()
-    out = fetch_model.fetch_imagenet(MODEL, tmp_path / "d", sha256=digest.upper(), log=quiet)
+    assert fetch.model_url("imagenet", MODEL) == (tmp_path / "r.tgz").as_uri()
+    out = fetch.fetch("imagenet", MODEL, tmp_path / "d", sha256=digest.upper(), log=quiet)
     assert (out / f"{MODEL}.ckpt.index").is_file()
-    assert json.loads((out / fetch_model.INFO_FILE).read_text())["verified"] is True
+    assert json.loads((out / fetch.INFO_FILE).read_text())["sha256"] == digest
 
 
-def test_ensure_imagenet_model_caches(tmp_path, monkeypatch):
+def test_fetch_model_caches(tmp_path, monkeypatch):
     make_tar(tmp_path / "r.tar.gz")
-    monkeypatch.setenv(fetch_model.url_env_var("imagenet", MODEL), (tmp_path / "r.tar.gz").as_uri())
-    out = fetch_model.ensure_imagenet_model(cache_dir=tmp_path / "cache")
-    assert out == tmp_path / "cache" / "imagenet" / MODEL and fetch_model.has_checkpoint(out)
+    monkeypatch.setenv(fetch.url_env_var("imagenet", MODEL), (tmp_path / "r.tar.gz").as_uri())
+    out = fetch.fetch_model("imagenet", cache_dir=tmp_path / "cache", log=quiet)
+    assert out == tmp_path / "cache" / "imagenet" / MODEL and fetch.has_checkpoint(out)
     (tmp_path / "r.tar.gz").unlink()  # second call must not download
-    assert fetch_model.ensure_imagenet_model(MODEL, cache_dir=tmp_path / "cache") == out
+    assert fetch.fetch_model("imagenet", MODEL, cache_dir=tmp_path / "cache", log=quiet) == out
+
+
+def test_a_changed_tarball_is_refused_and_deleted(tmp_path):
+    first = make_tar(tmp_path / "r.tar.gz")
+    url, dest = (tmp_path / "r.tar.gz").as_uri(), tmp_path / "m"
+    fetch.fetch("imagenet", MODEL, dest, url=url, log=quiet)
+    shutil.rmtree(dest / MODEL)
+    changed = make_tar(tmp_path / "r.tar.gz", files={**RELEASE_FILES,
+                                                     f"{MODEL}.ckpt.index": b"other"})
+    with pytest.raises(FetchError, match=f"expected {first} .*got {changed}"):
+        fetch.fetch("imagenet", MODEL, dest, url=url, log=quiet)
+    assert sorted(p.name for p in dest.iterdir()) == [fetch.RECORD_FILE]
 
 
 def test_sha_mismatch_leaves_nothing(tmp_path):
     make_tar(tmp_path / "r.tar.gz")
     with pytest.raises(FetchError, match="SHA256 mismatch"):
-        fetch_model.fetch_imagenet(dest=tmp_path / "m", url=(tmp_path / "r.tar.gz").as_uri(),
-                                   sha256="0" * 64, log=quiet)
+        fetch.fetch("imagenet", MODEL, tmp_path / "m", url=(tmp_path / "r.tar.gz").as_uri(),
+                    sha256="0" * 64, log=quiet)
     assert list((tmp_path / "m").iterdir()) == []
 
 
@@ -109,7 +125,7 @@ def test_bad_tarballs_leave_nothing(tmp_path, files, links, message):
     make_tar(tmp_path / "bad.tar.gz", files=files, links=links)
     dest = tmp_path / "m"
     with pytest.raises(FetchError, match=message):
-        fetch_model.fetch_imagenet(dest=dest, url=(tmp_path / "bad.tar.gz").as_uri(), log=quiet)
+        fetch.fetch("imagenet", MODEL, dest, url=(tmp_path / "bad.tar.gz").as_uri(), log=quiet)
     assert list(dest.iterdir()) == []
     assert not (tmp_path / "evil.ckpt.index").exists()
 
@@ -122,25 +138,25 @@ def test_not_a_tarball_or_truncated(tmp_path, content):
         content = path.read_bytes()[:50_000]
     path.write_bytes(content)
     with pytest.raises(FetchError, match=r"not a \(complete\) tar archive"):
-        fetch_model.fetch_imagenet(dest=tmp_path / "m", url=path.as_uri(), log=quiet)
+        fetch.fetch("imagenet", MODEL, tmp_path / "m", url=path.as_uri(), log=quiet)
     assert list((tmp_path / "m").iterdir()) == []
 
 
 def test_unreachable_url_says_how_to_place_the_files(tmp_path):
     with pytest.raises(FetchError, match=r"could not download .*Offline\?.*tar xzf.*"
                                          "DAA_TF_MODEL_URL_IMAGENET_ENS_ADV_INCEPTION_RESNET_V2"):
-        fetch_model.fetch_imagenet(dest=tmp_path / "m", url=(tmp_path / "none.tgz").as_uri(),
-                                   log=quiet)
+        fetch.fetch("imagenet", MODEL, tmp_path / "m", url=(tmp_path / "none.tgz").as_uri(),
+                    log=quiet)
 
 
 def test_tables_and_names():
-    assert fetch_model.IMAGENET_URLS[MODEL] == ("http://download.tensorflow.org/models/"
-                                                "ens_adv_inception_resnet_v2_2017_08_18.tar.gz")
-    assert fetch_model.imagenet_model_url(MODEL) == fetch_model.IMAGENET_URLS[MODEL]
-    assert set(fetch_model.IMAGENET_SHA256) == set(fetch_model.IMAGENET_URLS)
-    assert "imagenet" not in fetch_model.CHALLENGES  # MadryLab's tables are unchanged
+    assert fetch.RELEASES[("imagenet", MODEL)].url == (
+        "http://download.tensorflow.org/models/ens_adv_inception_resnet_v2_2017_08_18.tar.gz")
+    assert fetch.model_url("imagenet", MODEL) == fetch.RELEASES[("imagenet", MODEL)].url
+    assert ("imagenet", MODEL) not in fetch.PINNED
+    assert "imagenet" not in fetch.CHALLENGES  # MadryLab's tables are unchanged
     with pytest.raises(ValueError, match="unknown ImageNet model 'adv_trained'"):
-        fetch_model.fetch_imagenet("adv_trained")
+        fetch.fetch("imagenet", "adv_trained")
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
