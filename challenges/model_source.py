@@ -7,8 +7,8 @@ Resolution of ``--model=SPEC`` (first rule that applies wins):
    a published model) with its weights at ``PATH`` (e.g. ``madry_mnist:DIR``,
    ``wong_kolter_mnist:FILE.npz``). An adapter's name shadows a module of the same name.
 2. ``SPEC`` an existing file or folder: a Keras file (``.keras``; legacy ``.h5``) loaded with
-   ``keras.saving.load_model(compile=False)``, or a SavedModel folder (holding
-   ``saved_model.pb``). A SavedModel's logits are its ``serving_default`` signature when that has
+   :func:`daa_tf.models.load_keras_file` (Keras's safe mode, daa_tf's layers registered), or a
+   SavedModel folder (holding ``saved_model.pb``). A SavedModel's logits are its ``serving_default`` signature when that has
    exactly one input and one output; otherwise its callable ``__call__`` (a ``tf.function`` with
    one tensor argument, e.g. a ``tf.Module`` saved with ``tf.saved_model.save``); otherwise it is
    refused. The input must be floating point with a free batch dimension.
@@ -228,13 +228,12 @@ def _load(spec: ModelSpec) -> LoadedModel:
                              f"{err}") from None
         return LoadedModel(model, f"adapter {spec.name} ({spec.path})", _keras_input_shape(model))
     if spec.kind == "keras":
-        import keras
+        from daa_tf.models import load_keras_file
 
-        try:
-            model = keras.saving.load_model(spec.path, compile=False)
-        except Exception as err:  # noqa: BLE001 - Keras raises many kinds
-            raise SetupError(f"cannot load the Keras model {spec.path}: {type(err).__name__}: "
-                             f"{err}") from None
+        try:  # daa_tf's layers (InputConv2D) are registered first; Keras's safe mode
+            model = load_keras_file(spec.path)
+        except (OSError, ValueError) as err:
+            raise SetupError(f"--model={spec.spec}: {err}") from None
         return LoadedModel(model, f"Keras file {spec.path}", _keras_input_shape(model))
     if spec.kind == "saved_model":
         import tensorflow as tf
