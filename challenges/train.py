@@ -289,6 +289,28 @@ def _trainer(settings: Dict[str, Any], strategy: Any) -> Tuple[Any, Any]:
     return classifier, trainer
 
 
+def _restore(classifier: Any, layout: str, model_dir: str, optimizer: Any) -> int:
+    """The newest checkpoint in ``model_dir`` restored; its step. SetupError naming a damaged one
+    and the newest intact checkpoint to resume from instead (train keeps several)."""
+    from daa_tf.models import checkpoint_writer as writer
+    from daa_tf.models.checkpoint import UnreadableCheckpoint
+
+    try:
+        return writer.restore_checkpoint(classifier, layout, model_dir, optimizer)
+    except UnreadableCheckpoint as err:
+        match = re.search(r"checkpoint-(\d+)$", err.prefix)
+        damaged = int(match.group(1)) if match else None
+        intact = writer.newest_intact_step(model_dir, before=damaged)
+        if damaged is None or intact is None:
+            raise resolve.SetupError(f"cannot resume: {err.problem}, and {model_dir} keeps no "
+                                     "older intact checkpoint: train afresh in another "
+                                     "--model_dir") from None
+        raise resolve.SetupError(
+            f"cannot resume: {err.problem}: delete checkpoint-{damaged}.index and "
+            f"checkpoint-{damaged}.data-* in {model_dir} and rerun with --resume to continue from "
+            f"checkpoint-{intact}, the newest intact one") from None
+
+
 def _fit(f: flags.FlagValues, settings: Dict[str, Any]) -> int:
     layout, total = RECIPES[f.challenge].layout, settings["train_steps"]
     found = checkpoint_steps(f.model_dir)
@@ -299,8 +321,7 @@ def _fit(f: flags.FlagValues, settings: Dict[str, Any]) -> int:
     strategy = resolve.distribution_strategy()
     x, y = _load_training_data(settings, f.data_dir, f.num_examples)
     classifier, trainer = _trainer(settings, strategy)
-    start = (writer.restore_checkpoint(classifier, layout, f.model_dir, trainer.optimizer)
-             if found else 0)
+    start = _restore(classifier, layout, f.model_dir, trainer.optimizer) if found else 0
     chief = is_chief(strategy)  # multi-worker runs: every worker trains, the chief writes
     if chief:
         os.makedirs(f.model_dir, exist_ok=True)

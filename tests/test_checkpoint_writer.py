@@ -178,3 +178,27 @@ def test_an_interrupted_write_leaves_the_previous_checkpoint(tmp_path, monkeypat
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("checkpoint-300")
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no staging folder left
     load_madry_mnist(tmp_path)  # still reads
+
+
+def test_the_state_file_goes_through_the_one_atomic_writer(tmp_path, monkeypatch):
+    """checkpoint_writer writes text with daa_tf.files.atomic_write (issue 22: one atomic writer):
+    its folder is created, the text is UTF-8 whatever the locale, and no temporary file is left
+    when the write fails."""
+    from daa_tf import files
+
+    calls = []
+    real = files.atomic_write
+    monkeypatch.setattr(files, "atomic_write", lambda *a, **k: (calls.append(a[0]), real(*a, **k)))
+    cw.write_text_atomic(tmp_path / "new" / "config.json", "κ = 0.9\n")
+    assert (tmp_path / "new" / "config.json").read_bytes() == "κ = 0.9\n".encode("utf-8")
+    cw.save_madry_mnist(build_madry_mnist(), tmp_path / "m", 3)
+    assert [os.path.basename(p) for p in calls] == ["config.json", cw.STATE_FILE]
+
+    def broken(f):
+        f.write("partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files, "atomic_write", real)
+    with pytest.raises(OSError, match="disk full"):
+        files.atomic_write(tmp_path / "new" / "config.json", broken, binary=False)
+    assert sorted(os.listdir(tmp_path / "new")) == ["config.json"]

@@ -17,6 +17,32 @@ PathLike = Union[str, os.PathLike]
 Shape = Sequence[Optional[int]]
 
 _INDEX_STEP = re.compile(r"-(\d+)\.index$")
+# What TensorFlow's checkpoint reader raises for a missing, truncated or corrupt file (a .data file
+# cut short raises IndexError "Read less bytes than requested").
+_READ_ERRORS = (tf.errors.OpError, ValueError, OSError, IndexError, RuntimeError)
+
+
+class UnreadableCheckpoint(ValueError):
+    """A file of the checkpoint ``prefix`` is missing, truncated or corrupt: ``problem`` says which,
+    ``fix`` what to do; the message is ``"<problem>: <fix>"``."""
+
+    def __init__(self, prefix: str, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}: {fix}")
+        self.prefix, self.problem, self.fix = prefix, problem, fix
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def is_intact(prefix: PathLike) -> bool:
+    """True when every variable of the checkpoint ``prefix`` can be read."""
+    try:
+        CheckpointReader(prefix).check_readable()
+    except (ValueError, FileNotFoundError):
+        return False
+    return True
 
 
 def fetch_hint(challenge: Optional[str], model: Optional[str] = None) -> str:
@@ -79,12 +105,16 @@ class CheckpointReader:
 
     def __init__(self, path: PathLike, hint: Optional[str] = None) -> None:
         self.prefix = resolve_checkpoint(path, hint)
+        self.hint = hint or fetch_hint(None)
         try:
             self._reader = tf.train.load_checkpoint(self.prefix)
             self.shapes = {k: tuple(v) for k, v in self._reader.get_variable_to_shape_map().items()}
-        except (tf.errors.OpError, ValueError, OSError) as err:
-            raise ValueError(f"{self.prefix} is not a readable TF checkpoint "
-                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        except _READ_ERRORS as err:
+            raise UnreadableCheckpoint(
+                self.prefix,
+                f"{self.prefix} is not a readable TF checkpoint (its .index file is missing, "
+                f"truncated or corrupt: {_reason(err)})",
+                f"copy or download the checkpoint again; {self.hint}") from None
 
     def __contains__(self, name: str) -> bool:
         return name in self.shapes
@@ -107,10 +137,24 @@ class CheckpointReader:
                                  f"{list(found)}, expected {list(expected)}")
         try:
             value = self._reader.get_tensor(name)
-        except tf.errors.OpError as err:
-            raise ValueError(f"checkpoint {self.prefix}: cannot read variable {name!r} (are its "
-                             f".data files complete?): {str(err).splitlines()[0][:200]}") from None
+        except _READ_ERRORS as err:
+            raise UnreadableCheckpoint(
+                self.prefix,
+                f"checkpoint {self.prefix}: cannot read variable {name!r}, its .data file is "
+                f"truncated or corrupt ({_reason(err)})",
+                f"copy or download the checkpoint again; {self.hint}") from None
         return np.asarray(value, dtype=np.float32)
+
+    def check_readable(self) -> None:
+        """Reads every variable once; ValueError (as :meth:`get`) for one that cannot be read."""
+        for name in self.shapes:
+            try:
+                self._reader.get_tensor(name)
+            except _READ_ERRORS as err:
+                raise UnreadableCheckpoint(
+                    self.prefix,
+                    f"checkpoint {self.prefix}: cannot read variable {name!r} ({_reason(err)})",
+                    f"copy or download the checkpoint again; {self.hint}") from None
 
 
 def open_checkpoint(path: PathLike, hint: Optional[str] = None) -> CheckpointReader:

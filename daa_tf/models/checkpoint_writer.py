@@ -13,11 +13,11 @@ read these files. Optimizer state is written as TF1 wrote it: Adam's ``<name>/Ad
 
 Writes are atomic: the files are written in a hidden temporary folder beside the target, moved in
 (data first, ``.index`` last: a checkpoint exists for readers only once complete), then the state
-file is replaced in one rename.
+file is replaced in one rename (:func:`daa_tf.files.atomic_write`, the project's one atomic
+writer).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -29,8 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from daa_tf import files
 from daa_tf.models import daa_fashion_mnist, madry_cifar10, madry_mnist
-from daa_tf.models.checkpoint import PathLike, open_checkpoint
+from daa_tf.models.checkpoint import PathLike, is_intact, open_checkpoint
 
 Named = List[Tuple[str, Any]]  # (TF1 name, Keras variable), in network order
 STATE_FILE = "checkpoint"
@@ -157,6 +158,15 @@ def checkpoint_steps(folder: PathLike) -> List[int]:
     return sorted(s for s in steps if list(folder.glob(f"checkpoint-{s}.data-*")))
 
 
+def newest_intact_step(folder: PathLike, before: Optional[int] = None) -> Optional[int]:
+    """The newest step (below ``before`` if given) whose checkpoint in ``folder`` reads entirely,
+    or None: where training can resume when the newest checkpoint is damaged."""
+    for step in reversed(checkpoint_steps(folder)):
+        if (before is None or step < before) and is_intact(Path(folder) / f"checkpoint-{step}"):
+            return step
+    return None
+
+
 def _remove(folder: Path, step: int) -> None:
     index = folder / f"checkpoint-{step}.index"
     if index.exists():
@@ -165,32 +175,10 @@ def _remove(folder: Path, step: int) -> None:
         f.unlink()
 
 
-def _umask() -> int:
-    """The process's umask, read without changing it where Linux tells it."""
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_text_atomic(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in its folder and one rename (the
-    file gets the usual permissions of the umask)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    """Write ``text`` (UTF-8) to ``path`` atomically: :func:`daa_tf.files.atomic_write` (a
+    temporary file beside it, flushed to disk, one rename; its folder created if needed)."""
+    files.atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def _write_state(folder: Path, latest: int, kept: List[int]) -> None:
