@@ -181,15 +181,19 @@ def check_model(model: Any, x: np.ndarray, y: np.ndarray, description: str) -> i
 
     probe_x = x[:64]
     try:
-        probe = np.asarray(call_model(model, tf.constant(probe_x)))
+        output = call_model(model, tf.constant(probe_x))
     except Exception as err:  # noqa: BLE001 - whatever the model raises on these inputs
         raise resolve.SetupError(f"the model ({description}) fails on the data's images "
                                  f"{list(x.shape[1:])}: {type(err).__name__}: "
                                  f"{str(err).strip()[:500]}") from None
-    if probe.ndim == 2 and probe.shape[1] < 2:
+    try:
+        probe = validation.logits_array(output, len(probe_x))
+    except ValueError as err:  # a dict or list of outputs, or not [n, C]
+        raise resolve.SetupError(f"refusing the model ({description}): {err}") from None
+    if probe.shape[1] < 2:
         raise resolve.SetupError(f"refusing the model ({description}): it has one output; the "
                                  "attacks need one logit per class (at least 2)")
-    if probe.ndim == 2 and y.size and int(y.max()) >= probe.shape[1]:
+    if y.size and int(y.max()) >= probe.shape[1]:
         raise resolve.SetupError(f"refusing the model ({description}): it has {probe.shape[1]} "
                                  f"outputs (classes) but the labels go up to {int(y.max())}: the "
                                  "wrong number of classes for this data")

@@ -5,7 +5,8 @@
 
 - ``tfds:NAME[:SPLIT]``: the tensorflow-datasets set ``NAME`` (its ``image`` and ``label``
   features; ``SPLIT`` default ``test``, any tfds split such as ``test[:500]``), in tfds's order.
-- a file ``*.npz`` holding ``x`` (``[N, ...]`` images) and ``y`` (``[N]`` class indices).
+- a file ``*.npz`` holding ``x`` (``[N, ...]`` images) and ``y`` (``[N]`` or ``[N, 1]`` class
+  indices, the library's one rule: :func:`daa_tf.validation.labels`); never unpickled.
 - a folder that one of the challenges' loaders (:mod:`daa_tf.data`) reads, tried in the
   registry's order: MNIST-format IDX files (``t10k-images-idx3-ubyte.gz`` ...), CIFAR-10 python
   batches, or a folder holding one ``.npz``; the test split, scaled as that loader scales (MNIST
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zipfile
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -105,39 +105,42 @@ def _scaled(x: np.ndarray, clip_max: float) -> Tuple[np.ndarray, str]:
 
 
 def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or len(y) != n:
-        raise SetupError(f"{where}: labels of shape {list(y.shape)}, expected class indices [{n}] "
-                         "(for one-hot labels save y.argmax(axis=1))")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise SetupError(f"{where}: labels of dtype {y.dtype}, expected integer class indices")
-    return y.astype(np.int64)
+    """The labels as int64 ``[n]`` by the library's one rule (:func:`daa_tf.validation.labels`:
+    ``[n]``, or ``[n, 1]`` squeezed); SetupError otherwise."""
+    from daa_tf import validation
+
+    try:
+        return validation.labels(y, n, f"{where}: labels").astype(np.int64)
+    except ValueError as err:
+        raise SetupError(str(err)) from None
 
 
 def _first(x: np.ndarray, y: np.ndarray, num_examples: Optional[int], where: str
            ) -> Tuple[np.ndarray, np.ndarray]:
+    """The first ``num_examples`` images and labels, once the whole set is checked: images
+    ``[N, ...]`` with ``N > 0`` and one label per image (a file whose ``x`` and ``y`` differ in
+    length is refused, whatever part of it is used)."""
     if x.ndim < 2 or len(x) == 0:
-        raise SetupError(f"{where}: images of shape {list(x.shape)}, expected a batch [N, ...]")
+        raise SetupError(f"{where}: images of shape {list(x.shape)}, expected a batch [N, ...] of "
+                         "at least one image")
+    y = _labels(y, len(x), where)
     if num_examples is not None:
         if num_examples > len(x):
             raise SetupError(f"--num_examples={num_examples} but {where} holds only {len(x)} "
-                             "images")
+                             f"images: pass at most {len(x)}")
         x, y = x[:num_examples], y[:num_examples]
     return x, y
 
 
 def _read_npz(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` of the ``.npz`` ``path`` (:func:`daa_tf.data.formats.read_npz`: never
+    unpickled; object arrays and ``x``/``y`` of different lengths refused, naming the file)."""
+    from daa_tf.data.formats import read_npz
+
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise SetupError(f"--data={path}: not a readable .npz file ({err})") from None
-    with archive:
-        if "x" not in archive.files or "y" not in archive.files:
-            raise SetupError(f"--data={path}: no arrays 'x' and 'y' in it (it holds "
-                             f"{archive.files})")
-        return archive["x"], archive["y"]
+        return read_npz(path)
+    except ValueError as err:
+        raise SetupError(f"--data={err}") from None
 
 
 def _read_tfds(spec: DataSpec, num_examples: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -163,6 +166,5 @@ def load(spec: DataSpec, clip_max: float, num_examples: Optional[int]) -> Data:
         x, y = _read_npz(spec.path)
         where = spec.path
     x, y = _first(x, y, num_examples, where)
-    y = _labels(y, len(x), where)
     x, scaling = _scaled(x, clip_max)
     return Data(np.ascontiguousarray(x), y, f"{where}, {scaling}")

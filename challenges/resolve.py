@@ -36,16 +36,21 @@ def check_paths(challenge: Challenge, model_dir: Optional[str], data_dir: Option
 
 
 def check_output(output: str) -> None:
-    """Refuses an ``--output`` that could not be written (before the attack runs, not after)."""
-    folder = os.path.dirname(os.path.abspath(output))
+    """Refuses an ``--output`` that could not be written (before the attack runs, not after).
+    Creates nothing: its folder is made when the file is written, so a failed run leaves no empty
+    folder behind; here the nearest existing folder on its path must be writable."""
     if os.path.isdir(output):
         raise SetupError(f"--output={output} is a folder; name the file to write")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as err:
-        raise SetupError(f"--output={output}: cannot create its folder ({err})") from None
-    if not os.access(folder, os.W_OK):
-        raise SetupError(f"--output={output}: the folder {folder} is not writable")
+    folder = os.path.dirname(os.path.abspath(output))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise SetupError(f"--output={output}: {existing} is a file, so the folder {folder} cannot "
+                         "be created; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SetupError(f"--output={output}: the folder {existing} is not writable; choose "
+                         "another path")
 
 
 def load_data(challenge: Challenge, data_dir: Optional[str], num_examples: Optional[int]

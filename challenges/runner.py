@@ -91,15 +91,26 @@ def _saved_restarts(state: str) -> Optional[int]:
 
 
 def _warn_not_a_submission(challenge: registry.Challenge, settings: catalogue.RunSettings,
-                           restarts: int, num_examples: Optional[int]) -> None:
-    if num_examples is not None:
-        logging.warning("*** --num_examples=%d: the output covers only the first %d test images; "
-                        "it is NOT a leaderboard submission. ***", num_examples, num_examples)
+                           restarts: int) -> None:
     if settings.eps > challenge.format.eps + submission.EPS_TOLERANCE:
         logging.warning("*** --epsilon=%g exceeds the %s bound %g: the file is NOT a leaderboard "
                         "submission (evaluate it with --epsilon=%g). ***", settings.eps,
                         challenge.title, challenge.format.eps, settings.eps)
     warn_repeated_restarts(settings, restarts)
+
+
+def _warn_partial(challenge: registry.Challenge, n: int, num_examples: Optional[int]) -> None:
+    """Warns, once the data is loaded, that ``n`` test images are fewer than the test set."""
+    if n >= challenge.format.num_test:
+        return
+    if num_examples is not None:
+        logging.warning("*** --num_examples=%d: the output covers only the first %d of the %d "
+                        "test images; it is NOT a leaderboard submission. ***", num_examples, n,
+                        challenge.format.num_test)
+    else:
+        logging.warning("*** the test data holds only %d images (the test set has %d): the "
+                        "output is NOT a leaderboard submission. ***", n,
+                        challenge.format.num_test)
 
 
 def warn_repeated_restarts(settings: catalogue.RunSettings, restarts: int) -> None:
@@ -272,17 +283,14 @@ def prepare(challenge: registry.Challenge, f: flags.FlagValues) -> Job:
     targeted challenge's target classes), logs."""
     settings = _targeted(challenge, options.attack_settings(f, challenge, f.attack, f.loss, c=f.c))
     warn_ignored_flags(f, settings)
-    _warn_not_a_submission(challenge, settings, f.restarts, f.num_examples)
+    _warn_not_a_submission(challenge, settings, f.restarts)
     resolve.check_output(f.output)
     strategy = resolve.distribution_strategy()
     model, path, x, y, source = resolve.inputs_from_flags(challenge, f, strategy)
     batch_size = f.batch_size
     if batch_size is None:
         batch_size = challenge.defaults.attack_batch_size(settings.batch_multiple)
-    if len(x) < challenge.format.num_test and f.num_examples is None:
-        logging.warning("*** the test data holds only %d images (the test set has %d): the "
-                        "output is NOT a leaderboard submission. ***", len(x),
-                        challenge.format.num_test)
+    _warn_partial(challenge, len(x), f.num_examples)
     logging.info("%s challenge: %s%s, seed %d, batch size %s, jit_compile %s",
                  challenge.title, catalogue.describe(settings, f.restarts),
                  f", rounds of {f.steps_per_round} steps" if settings.interacting else "",

@@ -60,8 +60,9 @@ def check_batch(x: np.ndarray, y: Any, clip_min: float, clip_max: float,
     return y
 
 
-def _logits_array(out: Any, n: int) -> np.ndarray:
-    """The model's output ``out`` as a NumPy array; ValueError for a dict or a list of outputs."""
+def logits_array(out: Any, n: int) -> np.ndarray:
+    """The model's output ``out`` on ``n`` examples as a NumPy array ``[n, C]``; ValueError for a
+    dict or a list of outputs, or another shape."""
     if isinstance(out, Mapping):
         keys = sorted(map(str, out))
         raise ValueError(f"the model returns a dict (keys {keys}), not one logits tensor: pass a "
@@ -87,7 +88,7 @@ def check_model_output(model_fn: Callable[[Any], Any], x: np.ndarray,
     Returns ``C``."""
     import tensorflow as tf
 
-    probe = _logits_array(model_fn(tf.constant(x)), x.shape[0])
+    probe = logits_array(model_fn(tf.constant(x)), x.shape[0])
     if not np.all(np.isfinite(probe)):
         raise ValueError("the model returned NaN or inf logits on clean inputs")
     num_classes = probe.shape[1]
