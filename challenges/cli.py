@@ -1,6 +1,7 @@
 """What every command line of ``challenges`` does the same way: the absl entry point (help flags
-exiting with status 0), SIGTERM treated as Ctrl-C (so an interrupted run saves its state and exits with status 130), refusing
-stray arguments, and the command that resumes an interrupted run.
+exiting with status 0), SIGTERM treated as Ctrl-C (so an interrupted run saves its state and
+exits with status 130), refusing stray arguments, and the command that resumes an interrupted
+run.
 """
 from __future__ import annotations
 

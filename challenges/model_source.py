@@ -8,10 +8,11 @@ Resolution of ``--model=SPEC`` (first rule that applies wins):
    ``wong_kolter_mnist:FILE.npz``). An adapter's name shadows a module of the same name.
 2. ``SPEC`` an existing file or folder: a Keras file (``.keras``; legacy ``.h5``) loaded with
    :func:`daa_tf.models.load_keras_file` (Keras's safe mode, daa_tf's layers registered), or a
-   SavedModel folder (holding ``saved_model.pb``). A SavedModel's logits are its ``serving_default`` signature when that has
-   exactly one input and one output; otherwise its callable ``__call__`` (a ``tf.function`` with
-   one tensor argument, e.g. a ``tf.Module`` saved with ``tf.saved_model.save``); otherwise it is
-   refused. The input must be floating point with a free batch dimension.
+   SavedModel folder (holding ``saved_model.pb``). A SavedModel's logits are its
+   ``serving_default`` signature when that has exactly one input and one output; otherwise its
+   callable ``__call__`` (a ``tf.function`` with one tensor argument, e.g. a ``tf.Module`` saved
+   with ``tf.saved_model.save``); otherwise it is refused. The input must be floating point with
+   a free batch dimension.
 3. ``module:function`` (``module`` a dotted Python name importable from the working directory,
    ``function`` a Python name): ``function()`` returns the model, a Keras model or any callable
    ``x -> logits``.

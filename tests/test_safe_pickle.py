@@ -157,8 +157,9 @@ def test_the_evaluator_never_runs_a_payload(tmp_path):
     marker = tmp_path / "payload_ran"
     plant(tmp_path / "d" / "test_batch", marker)
     np.save(tmp_path / "attack.npy", np.zeros((2, 32, 32, 3), np.float32))
-    done = run(["challenges.eval", "--challenge=cifar10", f"--attack_file={tmp_path / 'attack.npy'}",
-                f"--data_dir={tmp_path / 'd'}", f"--model_dir={tmp_path}", "--num_examples=2",
+    done = run(["challenges.eval", "--challenge=cifar10",
+                f"--attack_file={tmp_path / 'attack.npy'}", f"--data_dir={tmp_path / 'd'}",
+                f"--model_dir={tmp_path}", "--num_examples=2",
                 f"--pred_file={tmp_path / 'pred.npy'}"], tmp_path)
     assert done.returncode == 1
     assert f"{tmp_path / 'd' / 'test_batch'}: refused" in done.stderr

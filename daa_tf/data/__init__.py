@@ -60,8 +60,8 @@ def _check_args(split: str, num_examples: Optional[int]) -> None:
 def _take(x: np.ndarray, y: np.ndarray, num_examples: Optional[int], what: str) -> Arrays:
     if num_examples is not None:
         if num_examples > len(x):
-            raise ValueError(f"num_examples={num_examples} but {what} holds only {len(x)} examples: "
-                             f"pass at most {len(x)} (None: all of them)")
+            raise ValueError(f"num_examples={num_examples} but {what} holds only {len(x)} "
+                             f"examples: pass at most {len(x)} (None: all of them)")
         x, y = x[:num_examples], y[:num_examples]
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
@@ -127,9 +127,10 @@ def load_cifar10(split: str = "test", data_dir: Optional[PathLike] = None,
     ``data_dir``: folder with the binary batches (``test_batch.bin``, ...; preferred) or the
     python batches (``test_batch``, ``data_batch_1..5``, read without running any code in them)
     directly or in ``cifar-10-batches-bin/`` / ``cifar-10-batches-py/``, or an ``.npz`` (or a
-    folder holding one) with ``x`` uint8 NHWC and ``y``; None: ``cifar-10-binary.tar.gz`` (the URL of tensorflow-datasets's cifar10 builder),
-    downloaded and extracted once under ``<TFDS_DATA_DIR>/downloads``, its ``test_batch.bin`` (or
-    ``data_batch_1..5.bin``) read in order -- the same images and order as the python batches.
+    folder holding one) with ``x`` uint8 NHWC and ``y``; None: ``cifar-10-binary.tar.gz`` (the
+    URL of tensorflow-datasets's cifar10 builder), downloaded and extracted once under
+    ``<TFDS_DATA_DIR>/downloads``, its ``test_batch.bin`` (or ``data_batch_1..5.bin``) read in
+    order -- the same images and order as the python batches.
     """
     expected = (f"the CIFAR-10 python batches ({', '.join(CIFAR_BATCHES[split])}) or "
                 "cifar-10-batches-py/ (or an .npz with 'x' [N, 32, 32, 3] and 'y')"

@@ -1,6 +1,7 @@
 """The data files' formats: MNIST IDX (``*-ubyte[.gz]``), CIFAR-10 python pickle batches (read
-without running code) and binary batches, ``.npz`` archives with ``x`` and ``y``, and the conversion of pixels to the
-challenges' float32 ranges. Readers keep the files' order.
+without running code) and binary batches, ``.npz`` archives with ``x`` and ``y`` (never
+unpickled), and the conversion of pixels to the challenges' float32 ranges. Readers keep the
+files' order.
 """
 from __future__ import annotations
 
