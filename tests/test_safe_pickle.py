@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from daa_tf import data
-from daa_tf.data import safe_pickle
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -104,6 +103,8 @@ def test_a_planted_payload_never_runs(tmp_path, protocol, where):
 def test_arrays_other_than_integer_ones_are_refused(tmp_path, array):
     path = tmp_path / "test_batch"
     path.write_bytes(pickle.dumps({b"data": array, b"labels": [0, 1]}, protocol=2))
+    from daa_tf.data import safe_pickle
+
     with pytest.raises(ValueError, match="test_batch: refused"):
         safe_pickle.load_batch(path)
 
