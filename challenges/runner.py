@@ -116,7 +116,7 @@ _CASCADE_IGNORES = ("loss", "step_size", "random_start") + _DAA_FLAGS
 
 def warn_ignored_flags(f: flags.FlagValues, settings: catalogue.RunSettings) -> None:
     """Warns about each flag given explicitly that ``settings``' attack does not read."""
-    if settings.kind == "cascade":
+    if catalogue.is_cascade(settings):
         ignored, what = _CASCADE_IGNORES, "set by the cascade's stages"
     else:
         ignored, what = (() if settings.interacting else _DAA_FLAGS), "a DAA setting"
@@ -145,7 +145,7 @@ def _restart_score(settings: catalogue.RunSettings, accuracy: float) -> str:
 def _part(settings: catalogue.RunSettings, index: int, restarts: int) -> str:
     """How the logs name run ``index``: ``restart i/R``, or a cascade's ``stage i`` (counted over
     its restarts)."""
-    if settings.kind == "cascade":
+    if catalogue.is_cascade(settings):
         return f"stage {index + 1}"
     return f"restart {index + 1}/{restarts}"
 

@@ -2,7 +2,7 @@
 
 Design. The data set is cut into groups before anything is distributed: the driver permutes the set,
 cuts it into batches of whole DAA groups exactly as on one device, and hands this module a *global
-batch* of up to ``replicas x shard_size`` rows. :func:`run_steps` cuts it into *shards* of
+batch* of up to ``replicas x shard_size`` rows. :func:`run_loop` cuts it into *shards* of
 ``shard_size`` rows (a multiple of ``particles``: whole groups), gives each replica one shard
 (``strategy.experimental_distribute_values_from_function``), runs the compiled step loop of
 :mod:`daa_tf.loop` on every replica (``strategy.run``) and gathers the shards back in order
@@ -40,8 +40,7 @@ from typing import Any, ContextManager, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from daa_tf import attacks
-from daa_tf import loop
+from daa_tf import engine, loop
 from daa_tf.catalogue import STRATEGIES
 
 
@@ -83,11 +82,11 @@ def is_chief(strategy: Optional[tf.distribute.Strategy]) -> bool:
 
 
 def _distributed_loop(strategy: tf.distribute.Strategy, model: loop.Model,
-                      cfg: attacks.AttackConfig) -> Any:
+                      cfg: engine.AttackConfig) -> Any:
     """The cached ``tf.function`` running the compiled loop on every replica, then gathering."""
     def build(get_model):
         def replica_fn(main, tail, scalars, params):
-            steps_fn = attacks.compiled_steps(get_model(), cfg)
+            steps_fn = engine.compiled(get_model(), cfg)
             return tuple(None if shard is None else steps_fn(*shard, *scalars, params)
                          for shard in (main, tail))
 
@@ -117,27 +116,18 @@ def _per_replica(strategy: tf.distribute.Strategy, x0: np.ndarray, y: np.ndarray
     return value_fn(x0), value_fn(y), value_fn(x_start)
 
 
-def run_steps(strategy: tf.distribute.Strategy, model: loop.Model,
-              cfg: attacks.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
-              steps: Optional[int] = None, shard_size: Optional[int] = None) -> np.ndarray:
-    """:func:`daa_tf.attacks.run_steps` spread over the replicas of ``strategy`` (the attack's
-    points: the last iterates, or the best ones with ``cfg.best``); see :func:`run_loop`."""
-    out = run_loop(strategy, model, cfg, x0, y, x_start, steps, shard_size)
-    return out[1] if cfg.best else out
-
-
 def run_loop(strategy: tf.distribute.Strategy, model: loop.Model,
-             cfg: attacks.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
+             cfg: engine.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
              steps: Optional[int] = None, shard_size: Optional[int] = None) -> Any:
-    """:func:`daa_tf.attacks.run_loop` spread over the replicas of ``strategy``.
+    """:func:`daa_tf.engine.run_loop` spread over the replicas of ``strategy``.
 
     ``x0`` (clean), ``y`` (labels: ``[N]``, or ``[N, 2]`` / ``[N, C]`` for the losses that take
     them) and ``x_start`` are NumPy arrays holding consecutive whole
     groups of ``particles`` (the last group may be smaller; for PGD-like attacks any rows).
     ``shard_size``: rows per replica and call, a multiple of ``particles`` (default: the batch's
     groups spread evenly over the replicas); a batch longer than ``replicas x shard_size`` takes
-    several calls. Each shard is computed exactly as ``attacks.run_steps`` computes a batch of
-    those rows on one device (so the result equals ``attacks.run_steps`` on consecutive batches of
+    several calls. Each shard is computed exactly as ``engine.run_loop`` computes a batch of
+    those rows on one device (so the result equals ``engine.run_loop`` on consecutive batches of
     ``shard_size`` rows, bit for bit). Returns the points after ``steps`` (default the settings')
     steps, NumPy, ``x_start``'s shape; with ``cfg.best``, the tuple ``(x_last, x_best, objective,
     fooled)`` of NumPy arrays.
@@ -154,7 +144,7 @@ def run_loop(strategy: tf.distribute.Strategy, model: loop.Model,
     if shard_size < 1 or shard_size % unit:
         raise ValueError(f"shard_size must be a positive multiple of {unit}, got {shard_size}")
     fn = _distributed_loop(strategy, model, cfg)
-    scalars, params = attacks.loop_arguments(cfg, steps)
+    scalars, params = engine.loop_arguments(cfg, steps)
     outs = None
     for begin in range(0, n, replicas * shard_size):
         end = min(n, begin + replicas * shard_size)

@@ -27,17 +27,6 @@ from daa_tf.steps import StepRule
 Model = Callable[[tf.Tensor], tf.Tensor]
 
 
-def default_jit_compile() -> bool:
-    """XLA on GPU/TPU, the plain graph (oneDNN kernels) on CPU: on the CPU, XLA measured slower
-    for these nets (see benchmarks/ and the README)."""
-    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-
-
-def resolve_jit_compile(jit_compile: Optional[bool]) -> bool:
-    """``None`` picks :func:`default_jit_compile`; a bool is the user's override."""
-    return default_jit_compile() if jit_compile is None else bool(jit_compile)
-
-
 def call_model(model: Model, x: tf.Tensor) -> tf.Tensor:
     """Logits of ``model`` on ``x``; Keras models run in inference mode (batch norm statistics)."""
     if isinstance(model, keras.layers.Layer):

@@ -16,18 +16,17 @@ as tensors in ``params``, and the step budget as the loop's ``steps`` tensor, so
 retraces.
 """
 import dataclasses
-from typing import ClassVar, Dict, List, Protocol, Tuple
+from typing import Any, ClassVar, Dict, List, Protocol, Tuple, Type
 
 import tensorflow as tf
 
 State = Tuple[tf.Tensor, ...]
 Params = Dict[str, tf.Tensor]
 
-# APGD's constants (AutoAttack's defaults): momentum alpha, the oscillation threshold rho, and the
-# initial step as a multiple of eps.
+# APGD's constants (AutoAttack's defaults): momentum alpha and the oscillation threshold rho (its
+# initial step, 2 eps, is the catalogue's: daa_tf.specs.APGD_INITIAL_STEP).
 APGD_ALPHA = 0.75
 APGD_RHO = 0.75
-APGD_INITIAL_STEP = 2.0  # x eps
 
 
 class Schedule(Protocol):
@@ -40,9 +39,12 @@ class Schedule(Protocol):
     ``i`` (0-based) with the objective ``[N]`` the attack ascends (the loss, negated for targeted
     attacks). ``step(i, x, v, state, step_size, low, high, params) -> (x, state)``: the move along
     the direction ``v``, ``low``/``high`` the bounds of ``proj`` (ball and box).
+    ``params()``: the schedule's numbers, passed to the loop as tensors.
     """
 
     needs_values: ClassVar[bool]
+
+    def params(self) -> Dict[str, float]: ...
 
     def init_state(self, x: tf.Tensor, step_size: tf.Tensor, steps: tf.Tensor,
                    params: Params) -> State: ...
@@ -59,6 +61,9 @@ class FixedStep:
     """PGD's move: ``x <- clip(x + a sign(V), low, high)`` with the fixed step ``a``."""
 
     needs_values: ClassVar[bool] = False
+
+    def params(self) -> Dict[str, float]:
+        return {}
 
     def init_state(self, x, step_size, steps, params) -> State:
         return ()
@@ -113,6 +118,9 @@ class APGD:
 
     needs_values: ClassVar[bool] = True
 
+    def params(self) -> Dict[str, float]:
+        return {"alpha": APGD_ALPHA, "rho": APGD_RHO}
+
     def init_state(self, x, step_size, steps, params) -> State:
         n = tf.shape(x)[0]
         size = _per_example(tf.fill([n], tf.cast(step_size, x.dtype)), x)
@@ -158,3 +166,7 @@ class APGD:
         z = tf.clip_by_value(x + size * tf.sign(v), low, high)
         moved = tf.clip_by_value(x + (z - x) * alpha + (x - x_prev) * (1 - alpha), low, high)
         return moved, (x,) + tuple(state[1:])
+
+
+# The schedules by their catalogue key (daa_tf.specs.AttackSpec.schedule).
+SCHEDULES: Dict[str, Type[Any]] = {"fixed": FixedStep, "apgd": APGD}
