@@ -9,6 +9,9 @@ step rule's direction ``V`` (:mod:`daa_tf.steps`); the schedule's ``step``
 that may change between calls (eps, step size, steps, box, seed-derived start, rule and schedule
 parameters) enters as a tensor, so calls with the same input shapes never retrace.
 
+A schedule with ``needs_gradients`` False (a query-based attack) gets forward passes only:
+the loop then counts queries, not gradients.
+
 When neither the schedule nor best-iterate tracking reads loss values (PGD, FGSM, momentum PGD,
 DAA), the gradient pass is the gradient-only function of before, and the loop is op for op the
 loop of those attacks before schedules existed.
@@ -80,11 +83,23 @@ def value_and_gradient_function(model: Model, loss_fn: LossFn, y: tf.Tensor, tar
     return tf.function(value_and_gradient, experimental_attributes={"_noinline": True})
 
 
+def value_function(model: Model, loss_fn: LossFn, y: tf.Tensor, targeted: bool
+                   ) -> Callable[[tf.Tensor], Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """``x -> (objective [N], logits [N, C], zeros like x)``: one forward pass (a query) for the
+    schedules that read no gradient (``needs_gradients`` False); the zero "gradient" keeps the
+    loop body's shape."""
+    def value(x):
+        logits = call_model(model, x)
+        loss = loss_fn(logits, y)
+        return (-loss if targeted else loss), logits, tf.zeros_like(x)
+    return value
+
+
 def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targeted: bool,
            jit_compile: bool, schedule: Schedule, best: bool) -> Callable[..., Any]:
     valued = best or schedule.needs_values
 
-    def run_steps(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params):
+    def steps_loop(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params):
         model = get_model()
         state = rule.init_state(x_start, params)
         # proj(x) = clip(clip(x, x0 - eps, x0 + eps), clip_min, clip_max) is one clip to the
@@ -107,8 +122,11 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targ
                                        (tf.constant(0, tf.int32), x_start, state, moves))
             return x
 
-        value_and_gradient = value_and_gradient_function(model, loss_fn, y, targeted,
-                                                         jit_compile)
+        if getattr(schedule, "needs_gradients", True):
+            value_and_gradient = value_and_gradient_function(model, loss_fn, y, targeted,
+                                                             jit_compile)
+        else:  # a query-only schedule: forward passes, no gradient
+            value_and_gradient = value_function(model, loss_fn, y, targeted)
         track = iterates.init(x_start) if best else ()
 
         def valued_body(i, x, state, moves, track):
@@ -133,7 +151,7 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targ
         track = iterates.update(track, x, objective, fooled(logits, y, targeted))
         return (x,) + tuple(track)
 
-    return tf.function(run_steps, jit_compile=jit_compile, reduce_retracing=False)
+    return tf.function(steps_loop, jit_compile=jit_compile, reduce_retracing=False)
 
 
 # model -> {key: compiled function}. Weak keys, and functions that reach their model through a weak

@@ -43,6 +43,7 @@ class Schedule(Protocol):
     """
 
     needs_values: ClassVar[bool]
+    needs_gradients: ClassVar[bool]  # False: the loop's pass is a forward pass only (queries)
 
     def params(self) -> Dict[str, float]: ...
 
@@ -61,6 +62,7 @@ class FixedStep:
     """PGD's move: ``x <- clip(x + a sign(V), low, high)`` with the fixed step ``a``."""
 
     needs_values: ClassVar[bool] = False
+    needs_gradients: ClassVar[bool] = True
 
     def params(self) -> Dict[str, float]:
         return {}
@@ -117,6 +119,7 @@ class APGD:
     """
 
     needs_values: ClassVar[bool] = True
+    needs_gradients: ClassVar[bool] = True
 
     def params(self) -> Dict[str, float]:
         return {"alpha": APGD_ALPHA, "rho": APGD_RHO}
