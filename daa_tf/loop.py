@@ -122,7 +122,7 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targ
                                        (tf.constant(0, tf.int32), x_start, state, moves))
             return x
 
-        if getattr(schedule, "needs_gradients", True):
+        if schedule.needs_gradients:
             value_and_gradient = value_and_gradient_function(model, loss_fn, y, targeted,
                                                              jit_compile)
         else:  # a query-only schedule: forward passes, no gradient
