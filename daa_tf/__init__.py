@@ -12,11 +12,11 @@ _ATTACK_FUNCTIONS = ("fgsm", "rand_fgsm", "pgd", "momentum_pgd", "daa_blob", "da
                      "apgd_daa_blob", "apgd_daa_dgf", "multitargeted", "attack")
 _EXPORTS = {
     **{name: "daa_tf.attacks" for name in _ATTACK_FUNCTIONS},
-    "strongest": "daa_tf.cascade", "Stage": "daa_tf.stages", "run": "daa_tf.dispatch",
+    "strongest": "daa_tf.cascade", "autoattack": "daa_tf.cascade", "Stage": "daa_tf.stages", "run": "daa_tf.dispatch",
     "RunResult": "daa_tf.results", "evaluate": "daa_tf.predict",
 }
 _SUBMODULES = (
-    "attacks", "batching", "cascade", "catalogue", "data", "describe", "device",
+    "attacks", "batching", "cascade", "catalogue", "checks", "data", "describe", "device",
     "dispatch", "distribute", "driver", "engine", "export", "files", "iterates", "losses", "loop",
     "models", "particles", "predict", "projection", "results", "schedules", "settings", "specs",
     "stages", "stats", "steps", "targets", "training", "validation")

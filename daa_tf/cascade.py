@@ -13,7 +13,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
-from daa_tf import driver, loop, validation
+from daa_tf import checks, device, driver, loop, validation
 from daa_tf.batching import multiple_error
 from daa_tf.predict import evaluate
 from daa_tf.results import Merged, RunResult, fingerprint, resumed
@@ -45,6 +45,24 @@ def _initial_state(model: loop.Model, x0: np.ndarray, y: np.ndarray, batch_size:
     fooled), and the model's number of classes."""
     pred, score, logits = evaluate(model, x0, y, "margin", batch_size, jit_compile)
     return Merged(x0.copy(), score, pred != y, []), int(logits.shape[1])
+
+
+# Images the checks of a cascade with checks (AutoAttack's) look at: its first batch.
+CHECKED_IMAGES = 250
+
+
+def _check_model(model: loop.Model, x0: np.ndarray, y: np.ndarray, classes: int,
+                 stages: Sequence[Stage], jit_compile: Optional[bool]) -> None:
+    """AutoAttack's checks of the model before a run (:mod:`daa_tf.checks`): logits, not
+    probabilities; the same outputs on every call; non-zero gradients; enough classes."""
+    x, y = x0[:CHECKED_IMAGES], y[:CHECKED_IMAGES]
+    logits_fn = loop.compiled_logits(model, device.resolve_jit_compile(jit_compile))
+    checks.check_logits(logits_fn(x).numpy())
+    checks.check_deterministic(logits_fn, x, y)
+    checks.check_gradients(model, x, y)
+    targets = max([stage.resolved().targets for stage in stages] + [0])
+    if targets:
+        checks.check_classes(classes, targets)
 
 
 def _stage(model: loop.Model, merged: Merged, x0: np.ndarray, y: np.ndarray,
@@ -102,7 +120,10 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
         raise ValueError(problem)
     batch = batch_size or min(DEFAULT_BATCH, len(x0))
     merged, classes = _initial_state(model, x0, y, batch, settings.jit_compile)
+    clean = merged.accuracy
     stages = settings.stages_for(classes)
+    if settings.spec.checks and not (resume and state_path):
+        _check_model(model, x0, y, classes, stages, settings.jit_compile)
     key = _fingerprint(settings, stages, x0, y, seed)
     merged = resumed(state_path, resume, key, restarts * len(stages), "stages") or merged
     done = len(merged.restart_accuracies)
@@ -124,10 +145,35 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
                 callback(*args, merged.accuracy, seconds[-1])
     pred, _, _ = evaluate(model, merged.x, y, "xent", batch, settings.jit_compile)
     correct = pred == y
+    labels = [stages[i % len(stages)].label for i in range(len(merged.restart_accuracies))]
+    if settings.spec.checks:
+        checks.check_square({"clean": clean, **{
+            ("square" if stages[i % len(stages)].attack == "square" else f"{label} {i}"): acc
+            for i, (label, acc) in enumerate(zip(labels, merged.restart_accuracies))}})
     return RunResult(x_adv=merged.x, accuracy=float(np.mean(correct)), correct=correct,
                      restart_accuracies=list(merged.restart_accuracies), restart_seconds=seconds,
                      gradients_per_image=restarts * sum(s.gradients(classes) for s in stages),
-                     gradients_mean=spent / len(x0))
+                     gradients_mean=spent / len(x0), clean_accuracy=clean, stage_labels=labels)
+
+
+def autoattack(model: loop.Model, x: Any, y: Any, *, eps: float, version: str = "standard",
+               seed: int = DEFAULT_SEED, clip_min: float = 0.0, clip_max: float = 1.0,
+               batch_size: Optional[int] = None, verbose: int = 1,
+               jit_compile: Optional[bool] = None, on_stage: Optional[OnStage] = None,
+               **run_kwargs: Any) -> RunResult:
+    """AutoAttack (Croce & Hein 2020; docs/algorithms.md#autoattack) on the whole set ``x``
+    ``[N, ...]`` (pixel units in ``[clip_min, clip_max]``), labels ``y`` ``[N]``, L-inf radius
+    ``eps``: ``version`` ``standard`` (APGD-CE, APGD-T, FAB-T, Square with 5000 queries) or
+    ``plus``, each attack on the examples still classified correctly, in the compiled loop. The
+    model is checked first (logits, determinism, gradients, classes: warnings of
+    :mod:`daa_tf.checks`), and Square's result after. ``result.accuracies()`` gives the robust
+    accuracy after each attack; ``run_kwargs`` (``state_path``, ``resume``: the state is saved
+    after each attack; ``strategy``; ``on_restart``) go to :func:`run`.
+    """
+    settings = cascade_settings("autoattack", eps=eps, version=version, clip_min=clip_min,
+                                clip_max=clip_max, jit_compile=jit_compile)
+    return run(model, x, y, settings, batch_size=batch_size, seed=seed, verbose=verbose,
+               on_stage=on_stage, **run_kwargs)
 
 
 def strongest(model: loop.Model, x: Any, y: Any, *, eps: float, budget: int = DEFAULT_BUDGET,

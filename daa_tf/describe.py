@@ -9,11 +9,17 @@ from daa_tf.stages import RunSettings, is_cascade
 def describe(settings: RunSettings, restarts: Optional[int] = None) -> str:
     """A one-line summary of ``settings`` (and the number of restarts) for logs."""
     if is_cascade(settings):
-        sequence = ("default sequence" if settings.stages is None else
-                    "stages " + "; ".join(stage.describe() for stage in settings.stages))
-        return (f"{settings.attack} cascade, eps {settings.eps:g}, budget {settings.budget} "
-                f"gradients per image" + (f" and restart, {restarts} restarts"
-                                          if restarts not in (None, 1) else "")
+        if settings.stages is not None:
+            sequence = "stages " + "; ".join(stage.describe() for stage in settings.stages)
+        elif settings.version is not None or settings.attack == "autoattack":
+            sequence = f"version {settings.version or 'standard'}"
+        else:
+            sequence = "default sequence"
+        budget = ("no gradient budget" if settings.budget is None else
+                  f"budget {settings.budget} gradients per image"
+                  + (" and restart" if restarts not in (None, 1) else ""))
+        return (f"{settings.attack} cascade, eps {settings.eps:g}, {budget}"
+                + (f", {restarts} restarts" if restarts not in (None, 1) else "")
                 + f", {sequence}")
     loss = settings.loss if isinstance(settings.loss, str) else "custom"
     parts = [f"{settings.attack}, loss {loss}", f"eps {settings.eps:g}",

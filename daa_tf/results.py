@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -28,7 +28,8 @@ class RunResult:
     (odi_steps + steps)`` (``targets`` at most the number of wrong classes; model gradients: the
     forward passes that judge final points are not counted). ``gradients_mean``: the gradients
     actually computed per image, averaged over the set, for the restarts run in this call
-    (smaller than the budget with early stop).
+    (smaller than the budget with early stop). A cascade also gives ``clean_accuracy`` and
+    ``stage_labels`` (one per entry of ``restart_accuracies``).
     """
 
     x_adv: np.ndarray
@@ -38,6 +39,15 @@ class RunResult:
     restart_seconds: List[float]
     gradients_per_image: int = 0
     gradients_mean: float = 0.0
+    clean_accuracy: Optional[float] = None
+    stage_labels: List[str] = dataclasses.field(default_factory=list)
+
+    def accuracies(self) -> Dict[str, float]:
+        """A cascade's robust accuracy after each stage by its label (``clean`` first), as
+        AutoAttack reports them."""
+        out = {} if self.clean_accuracy is None else {"clean": self.clean_accuracy}
+        out.update(zip(self.stage_labels, self.restart_accuracies))
+        return out
 
 
 @dataclasses.dataclass

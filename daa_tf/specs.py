@@ -127,9 +127,14 @@ class CascadeSpec:
 
     name: str
     label: str
+    checks: bool = False  # AutoAttack's checks of the model before, and of Square after
 
 
-CASCADES: Dict[str, CascadeSpec] = {"strongest": CascadeSpec("strongest", "strongest")}
+CASCADES: Dict[str, CascadeSpec] = {spec.name: spec for spec in (
+    CascadeSpec("strongest", "strongest"),
+    CascadeSpec("autoattack", "AutoAttack", checks=True),
+)}
+AUTOATTACK_VERSIONS: Tuple[str, ...] = ("standard", "plus")
 # Everything a runner's --attack takes: the attacks, then the cascades.
 RUNNABLE: Tuple[str, ...] = (*ATTACKS, *CASCADES)
 

@@ -9,8 +9,8 @@ import math
 from typing import Any, ClassVar, List, Mapping, Optional, Tuple, Union
 
 from daa_tf.settings import AttackSettings, attack_settings, check_box, positive, whole_number
-from daa_tf.specs import (ATTACKS, CASCADES, DEFAULT_BUDGET, DEFAULT_ODI_STEPS,
-                          DEFAULT_PARTICLES, CascadeSpec)
+from daa_tf.specs import (ATTACKS, AUTOATTACK_VERSIONS, CASCADES, DEFAULT_BUDGET,
+                          DEFAULT_ODI_STEPS, LOSS_LABELS, CascadeSpec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,13 @@ class Stage:
         s = self.resolved()
         runs = min(s.targets, classes - 1) if s.targets else 1
         return self.restarts * runs * (s.odi_steps + s.steps)
+
+    @property
+    def label(self) -> str:
+        """The stage's name in tables: its attack's label, with the loss it was given."""
+        loss = self.settings.get("loss")
+        spec = ATTACKS[self.attack]
+        return spec.label + (f"-{LOSS_LABELS[loss]}" if isinstance(loss, str) else "")
 
     def describe(self) -> str:
         """``attack (setting value, ...)`` for logs and tables."""
@@ -79,11 +86,43 @@ def default_stages(budget: int, classes: int = 10) -> List[Stage]:
     return stages
 
 
+# AutoAttack's versions (docs/algorithms.md#autoattack): its attacks in order, with AutoAttack's
+# settings (100 iterations, 9 target classes, 5000 queries; restarts per version).
+_AUTOATTACK: Mapping[str, Tuple[Tuple[str, Mapping[str, Any], int], ...]] = {
+    "standard": (("apgd", {"loss": "xent", "steps": 100}, 1),
+                 ("apgd_t", {"steps": 100}, 1),
+                 ("fab_t", {"steps": 100}, 1),
+                 ("square", {"steps": 5000}, 1)),
+    "plus": (("apgd", {"loss": "xent", "steps": 100}, 5),
+             ("apgd", {"loss": "dlr", "steps": 100}, 5),
+             ("fab", {"steps": 100}, 5),
+             ("square", {"steps": 5000}, 1),
+             ("apgd_t", {"steps": 100}, 1),
+             ("fab_t", {"steps": 100}, 1)),
+}
+
+
+def autoattack_stages(version: str = "standard") -> List[Stage]:
+    """AutoAttack's attacks for ``version`` (:data:`~daa_tf.specs.AUTOATTACK_VERSIONS`) as
+    stages. ``rand`` (for randomized models: APGD with expectation over 20 transformations) is
+    refused: the library has no EOT gradient."""
+    if version == "rand":
+        raise ValueError("AutoAttack's rand version averages gradients over 20 calls of a "
+                         "randomized model (EOT), which daa_tf does not implement; make the model "
+                         "deterministic, or use version 'standard' or 'plus'")
+    if version not in _AUTOATTACK:
+        raise ValueError(f"unknown AutoAttack version {version!r}: use one of "
+                         f"{', '.join(AUTOATTACK_VERSIONS)}")
+    return [Stage(attack, dict(settings), restarts)
+            for attack, settings, restarts in _AUTOATTACK[version]]
+
+
 @dataclasses.dataclass(frozen=True)
 class CascadeSettings:
-    """A validated cascade (docs/algorithms.md#strongest): ``budget`` gradients per image (and
-    restart) shared by ``stages`` (None: :func:`default_stages`), at L-inf radius ``eps`` in the
-    pixel box ``[clip_min, clip_max]``. Untargeted, with random starts: it answers the questions
+    """A validated cascade (docs/algorithms.md#strongest, #autoattack): ``budget`` gradients per
+    image (and restart; None: no limit) shared by ``stages`` (None: the cascade's own,
+    :func:`default_stages` for ``strongest``, :func:`autoattack_stages` of ``version`` for
+    ``autoattack``), at L-inf radius ``eps`` in the pixel box ``[clip_min, clip_max]``. Untargeted, with random starts: it answers the questions
     a runner asks of any run settings (``kind``, ``targeted``, ``random_start``,
     ``interacting``, ``batch_multiple``). Build it with :func:`cascade_settings`."""
 
@@ -96,11 +135,12 @@ class CascadeSettings:
 
     attack: str
     eps: float
-    budget: int
+    budget: Optional[int]
     clip_min: float = 0.0
     clip_max: float = 1.0
     jit_compile: Optional[bool] = None
     stages: Optional[Tuple[Stage, ...]] = None
+    version: Optional[str] = None
 
     @property
     def spec(self) -> CascadeSpec:
@@ -110,15 +150,21 @@ class CascadeSettings:
     def batch_multiple(self) -> Optional[int]:
         """What a batch size must be a multiple of: the group size of the DAA stages (the
         default sequence has some), None when no stage is DAA."""
-        stages = (default_stages(self.budget) if self.stages is None else self.stages)
+        stages = self.stages_for(10, checked=False)
         sizes = {stage.resolved().particles for stage in stages
                  if ATTACKS[stage.attack].interacting}
         return math.lcm(*sizes) if sizes else None  # whole groups of every DAA stage
 
-    def stages_for(self, classes: int) -> List[Stage]:
+    def stages_for(self, classes: int, checked: bool = True) -> List[Stage]:
         """The stages on a model with ``classes`` logits, checked against the budget."""
-        stages = (default_stages(self.budget, classes) if self.stages is None
-                  else list(self.stages))
+        if self.stages is not None:
+            stages = list(self.stages)
+        elif self.attack == "autoattack":
+            stages = autoattack_stages(self.version or "standard")
+        else:
+            stages = default_stages(self.budget or DEFAULT_BUDGET, classes)
+        if not checked or self.budget is None:
+            return stages
         total = sum(stage.gradients(classes) for stage in stages)
         if total > self.budget:
             raise ValueError(f"the stages need {total} gradients per image, more than the "
@@ -133,18 +179,26 @@ class CascadeSettings:
 
 
 def cascade_settings(attack: str = "strongest", *, eps: float,
-                     budget: int = DEFAULT_BUDGET, clip_min: float = 0.0,
+                     budget: Optional[int] = None, clip_min: float = 0.0,
                      clip_max: float = 1.0, jit_compile: Optional[bool] = None,
-                     stages: Optional[Any] = None, targeted: bool = False
-                     ) -> CascadeSettings:
+                     stages: Optional[Any] = None, targeted: bool = False,
+                     version: Optional[str] = None) -> CascadeSettings:
     """Validates a cascade's settings (see :class:`CascadeSettings`). A cascade is untargeted:
-    ``targeted=True`` is refused."""
+    ``targeted=True`` is refused. ``budget`` None: ``strongest``'s default
+    (:data:`~daa_tf.specs.DEFAULT_BUDGET`), no limit for ``autoattack``; ``version`` is
+    AutoAttack's (default ``standard``)."""
     if attack not in CASCADES:
         raise ValueError(f"unknown cascade {attack!r}: use one of {', '.join(CASCADES)}")
     if targeted:
         raise ValueError(f"{attack} is an untargeted cascade (its stages pick their own target "
                          "classes): for a targeted attack use one of the attacks")
     check_box(clip_min, clip_max)
+    if version is not None and attack != "autoattack":
+        raise ValueError(f"version is AutoAttack's setting, not {attack}'s")
+    if attack == "autoattack":
+        autoattack_stages(version or "standard")  # validates the version
+    elif budget is None:
+        budget = DEFAULT_BUDGET
     if stages is not None:
         stages = tuple(stages)
         for stage in stages:
@@ -156,10 +210,10 @@ def cascade_settings(attack: str = "strongest", *, eps: float,
         if not stages:
             raise ValueError("a cascade needs at least one stage")
     return CascadeSettings(attack=attack, eps=positive("eps", eps),
-                           budget=whole_number("budget", budget, 1), clip_min=float(clip_min),
-                           clip_max=float(clip_max),
+                           budget=None if budget is None else whole_number("budget", budget, 1),
+                           clip_min=float(clip_min), clip_max=float(clip_max),
                            jit_compile=None if jit_compile is None else bool(jit_compile),
-                           stages=stages)
+                           stages=stages, version=version)
 
 
 RunSettings = Union[AttackSettings, CascadeSettings]
