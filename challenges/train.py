@@ -116,13 +116,14 @@ def settings_from_flags(f: flags.FlagValues) -> Dict[str, Any]:
         return getattr(recipe, name) if f[name].value is None else f[name].value
 
     spec = catalogue.get_spec(f.attack)
-    steps, step_size = pick("steps"), pick("step_size")
-    if spec.one_step:  # FGSM: one step of epsilon unless --step_size says otherwise
+    steps = pick("steps")
+    # --step_size, else catalogue.default_step_size's rule (None: the attack's own, from eps)
+    step_size = (f.step_size if f.step_size is not None
+                 else catalogue.default_step_size(f.attack, configured=recipe.step_size))
+    if spec.one_step:  # FGSM: exactly one step
         if f.steps not in (None, 1):
             raise ValueError(f"--attack={f.attack} takes exactly one step: drop --steps")
-        steps, step_size = 1, f.step_size
-    elif getattr(spec, "schedule", "fixed") != "fixed":  # APGD: its own initial step (2 eps)
-        step_size = f.step_size
+        steps = 1
     attack = dict(eps=pick("epsilon"), step_size=step_size, steps=steps, loss=f.loss,
                   random_start=f.random_start is not False, clip_min=challenge.format.clip_min,
                   clip_max=challenge.format.clip_max,

@@ -265,21 +265,35 @@ def attack_settings(attack: str, *, eps: float, step_size: Optional[float] = Non
                           jit_compile=None if jit_compile is None else bool(jit_compile), **extra)
 
 
+def default_step_size(attack: str, eps: Optional[float] = None,
+                      configured: Optional[float] = None) -> Optional[float]:
+    """The step size (pixel units) ``attack`` takes when the caller names none: ``eps`` for a
+    one-step attack (FGSM), :data:`APGD_INITIAL_STEP` ``* eps`` for an APGD-scheduled one (its
+    initial step), else ``configured`` (a challenge's or a training recipe's default; None: the
+    caller must give one). With ``eps`` None the one-step and APGD-scheduled attacks answer None:
+    their own default, which :func:`attack_settings` completes from ``eps``."""
+    spec = get_spec(attack)
+    if spec.one_step:
+        return eps
+    if spec.schedule == "apgd":
+        return None if eps is None else APGD_INITIAL_STEP * _positive("eps", eps)
+    return configured
+
+
 def _step_settings(spec: AttackSpec, eps: Any, step_size: Any, steps: Any
                    ) -> Tuple[float, float, int]:
-    """``(eps, step_size, steps)`` checked: one-step attacks take one step of ``eps`` unless
-    told otherwise, APGD's schedule starts at ``2 eps``."""
+    """``(eps, step_size, steps)`` checked: one-step attacks take exactly one step; a missing
+    ``step_size`` is :func:`default_step_size`'s."""
     if spec.one_step:
         if steps not in (None, 1):
             raise ValueError(f"{spec.name} takes exactly one step, got steps={steps}")
         steps = 1
-        step_size = eps if step_size is None else step_size
-    if spec.schedule == "apgd" and step_size is None:
-        step_size = APGD_INITIAL_STEP * _positive("eps", eps)
+    eps = _positive("eps", eps)
+    if step_size is None:
+        step_size = default_step_size(spec.name, eps)
     if step_size is None or steps is None:
         raise ValueError(f"{spec.name} needs step_size and steps")
-    return (_positive("eps", eps), _positive("step_size", step_size),
-            whole_number("steps", steps, 1))
+    return eps, _positive("step_size", step_size), whole_number("steps", steps, 1)
 
 
 def _check_box(clip_min: Any, clip_max: Any) -> None:
