@@ -18,7 +18,7 @@ _EXPORTS = {
 _SUBMODULES = (
     "attacks", "batching", "cascade", "catalogue", "checks", "data", "describe", "device",
     "dispatch", "distribute", "driver", "engine", "export", "files", "iterates", "losses", "loop",
-    "models", "particles", "predict", "projection", "results", "schedules", "settings", "specs",
+    "models", "particles", "predict", "projection", "recipes", "results", "schedules", "settings", "specs",
     "stages", "stats", "steps", "targets", "training", "validation")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)

@@ -59,11 +59,17 @@ def check_box(clip_min: Any, clip_max: Any) -> None:
                          f"{clip_max}]")
 
 
-def default_step_size(attack: str, eps: float) -> Optional[float]:
-    """The step size (pixel units) ``attack`` takes when none is given: ``eps`` for the one-step
-    attacks, ``2 eps`` under APGD's schedule, None where the caller must give one."""
+def default_step_size(attack: str, eps: Optional[float] = None,
+                      configured: Optional[float] = None) -> Optional[float]:
+    """The step size (pixel units) ``attack`` takes when the caller names none: its catalogue
+    default in units of ``eps`` (``eps`` for the one-step attacks, ``2 eps`` under APGD's
+    schedule), else ``configured`` (a challenge's or a training recipe's default; None: the
+    caller must give one). With ``eps`` None an attack with its own default answers None: the
+    default that :func:`attack_settings` completes from ``eps``."""
     spec = get_spec(attack)
-    return None if spec.default_step is None else spec.default_step * eps
+    if spec.default_step is not None:
+        return None if eps is None else spec.default_step * positive("eps", eps)
+    return configured
 
 
 @dataclasses.dataclass(frozen=True)

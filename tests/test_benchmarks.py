@@ -232,3 +232,43 @@ def test_step_attack_names():
         bench.parse_args(["--compile-attacks", "art_pgd"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--attacks", "nope"])
+
+
+def test_contender_lists_and_the_art_helpers(monkeypatch):
+    import argparse
+    import os
+    import types
+
+    from benchmarks import common
+
+    parse = common.contender_list(("a", "b"))
+    assert parse(" b, a,,") == ["b", "a"] and parse("") == []
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match=r"unknown contenders \['c'\]; known: \['a', 'b'\]"):
+        parse("a,c")
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setitem(sys.modules, "art", None)  # not importable
+    assert common.import_art("art.attacks.evasion.ProjectedGradientDescent") is None
+    assert os.environ["TQDM_DISABLE"] == "1"  # set before tqdm could load with ART
+
+    made = {}
+
+    class Classifier:  # records what ART's TensorFlowV2Classifier would be given
+        def __init__(self, model, **kwargs):
+            made.update(kwargs, model=model)
+
+    fake = {"art": types.ModuleType("art"),
+            "art.estimators": types.ModuleType("art.estimators"),
+            "art.estimators.classification": types.ModuleType("art.estimators.classification"),
+            "art.attacks": types.ModuleType("art.attacks"),
+            "art.attacks.evasion": types.ModuleType("art.attacks.evasion")}
+    fake["art.estimators.classification"].TensorFlowV2Classifier = Classifier
+    fake["art.attacks.evasion"].ProjectedGradientDescent = "PGD class"
+    for name, module in fake.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    assert common.import_art("art.attacks.evasion.ProjectedGradientDescent") == "PGD class"
+    common.art_classifier("net", 10, np.zeros((28, 28, 1)).shape, (0.0, 1.0), optimizer="adam")
+    loss = made.pop("loss_object")
+    assert made == {"model": "net", "nb_classes": 10, "input_shape": (28, 28, 1),
+                    "clip_values": (0.0, 1.0), "optimizer": "adam"}
+    assert loss.get_config()["from_logits"] is True

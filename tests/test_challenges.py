@@ -309,3 +309,23 @@ def test_offline_without_model_and_data_names_both_flags(monkeypatch, tmp_path):
     message = str(err.value)
     assert "--model_dir=" in message and "--data_dir=" in message
     assert "no network" in message
+
+
+def test_one_step_size_rule_for_library_runners_and_trainer():
+    """catalogue.default_step_size: FGSM eps, APGD-scheduled 2 eps, the others the configured
+    default (a challenge's, a recipe's); left to attack_settings (no eps yet), the same value."""
+    from daa_tf import catalogue
+
+    own = {"fgsm": 0.3, "rand_fgsm": 0.3, "apgd": 0.6, "apgd_daa_blob": 0.6,
+           "apgd_daa_dgf": 0.6, "multitargeted": 0.6}
+    for attack in catalogue.ATTACKS:
+        expected = own.get(attack, 0.01)
+        assert catalogue.default_step_size(attack, 0.3, configured=0.01) == pytest.approx(
+            expected), attack
+        later = catalogue.default_step_size(attack, configured=0.01)
+        assert later == (None if attack in own else 0.01), attack
+        settings = catalogue.attack_settings(attack, eps=0.3, step_size=later, steps=1)
+        assert settings.step_size == pytest.approx(expected), attack
+    assert catalogue.default_step_size("pgd", 0.3) is None  # no configured default: required
+    with pytest.raises(ValueError, match="pgd needs step_size"):
+        catalogue.attack_settings("pgd", eps=0.3, steps=5)
