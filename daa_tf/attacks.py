@@ -26,7 +26,7 @@ import tensorflow as tf
 from daa_tf import driver, engine, loop, validation
 from daa_tf.engine import SeedLike
 from daa_tf.projection import project
-from daa_tf.settings import SETTING_NAMES, LossSpec
+from daa_tf.settings import SETTING_NAMES, LossSpec, unread_settings
 from daa_tf.specs import ATTACKS, DEFAULT_SEED
 
 
@@ -40,6 +40,10 @@ def attack(name: str, model: loop.Model, x: Any, y: Any, *, x_init: Any = None,
     if unknown:
         raise TypeError(f"{name}() got unknown setting(s) {unknown}: it takes "
                         f"{', '.join(SETTING_NAMES)}, x_init and seed")
+    unread = unread_settings(name, settings)
+    if unread:
+        raise TypeError(f"{name}() does not read {unread}: they belong to another attack's step "
+                        "rule (c and particles: DAA; decay: momentum PGD)")
     cfg = engine.make_config(name, **settings)
     s = cfg.settings
     if x_init is not None and s.random_start:
@@ -113,10 +117,11 @@ _SETTINGS_DOC = """
     Settings (None: this attack's default): ``eps`` (required), ``step_size``, ``steps``,
     ``loss`` (``xent``, ``cw``, ``dlr``, ``margin`` or a callable ``(logits [N, C], labels [N])
     -> [N]``), ``random_start``, ``x_init``, ``clip_min``/``clip_max`` (the pixel box),
-    ``targeted``, ``seed`` (default 0), DAA's ``c`` and ``particles``, momentum's ``decay``
-    (settings of another attack's step rule are ignored), ``init="odi"`` / ``odi_steps`` /
+    ``targeted``, ``seed`` (default 0), DAA's ``c`` and ``particles``, momentum's ``decay``,
+    ``init="odi" / ``odi_steps`` /
     ``odi_step_size`` (the ODI start), ``targets`` (MultiTargeted over this attack), ``best``,
-    ``jit_compile`` (None: XLA on GPU/TPU, the plain graph on CPU). Returns float32 ``[N, ...]``.
+    ``jit_compile`` (None: XLA on GPU/TPU, the plain graph on CPU). A missing required setting is a
+    TypeError, as is a setting of another attack's step rule. Returns float32 ``[N, ...]``.
 """
 
 

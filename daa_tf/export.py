@@ -72,19 +72,15 @@ def resolve_settings(attack: str, settings: Dict[str, Any]
             raise TypeError(f"{name} is not a setting of an exported attack: the signature takes "
                             "the seed as an input, and the attack starts from x (random_start) "
                             "or at x")
-    unknown = sorted(set(settings) - set(catalogue.SETTING_NAMES))
+    unknown = sorted(set(settings) - set(catalogue.SETTING_NAMES)) + \
+        catalogue.unread_settings(attack, settings)
     if unknown:
         raise TypeError(f"unknown setting(s) {unknown} for {attack}: it takes "
                         f"{sorted(catalogue.SETTING_NAMES)}")
     kwargs = dict(settings)
     if kwargs.get("jit_compile") is None:
         kwargs["jit_compile"] = False
-    try:
-        validated = catalogue.attack_settings(attack, **kwargs)
-    except ValueError as err:
-        if "needs" in str(err):
-            raise TypeError(str(err)) from None
-        raise
+    validated = catalogue.attack_settings(attack, **kwargs)
     if validated.targets:
         raise ValueError(f"{attack} with targets (MultiTargeted) chooses its target classes on "
                          "the host and cannot be exported; export the base attack instead")

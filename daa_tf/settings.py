@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar, Dict, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
 
 from daa_tf.specs import (ATTACKS, DEFAULT_DECAY, DEFAULT_ODI_STEPS, DEFAULT_PARTICLES, LOSSES,
                           AttackSpec, get_spec)
@@ -17,6 +17,23 @@ LossSpec = Union[str, Callable[..., Any]]
 SETTING_NAMES: Tuple[str, ...] = (
     "eps", "step_size", "steps", "loss", "random_start", "clip_min", "clip_max", "targeted", "c",
     "particles", "decay", "init", "odi_steps", "odi_step_size", "targets", "best", "jit_compile")
+
+
+class MissingSetting(TypeError, ValueError):
+    """A required setting is missing (a TypeError, like a missing argument; also a ValueError,
+    like every other refused setting)."""
+
+
+# The settings only some step rules read (daa_tf.specs.DIRECTIONS).
+RULE_SETTINGS: Tuple[str, ...] = ("c", "particles", "decay")
+
+
+def unread_settings(attack: str, given: Dict[str, Any]) -> List[str]:
+    """The step-rule settings in ``given`` (not None) that ``attack``'s rule does not read
+    (``c`` for PGD): the public functions refuse them rather than ignore them."""
+    wanted = get_spec(attack).rule.settings
+    return sorted(name for name in RULE_SETTINGS
+                  if given.get(name) is not None and name not in wanted)
 
 
 def check_loss(loss: LossSpec) -> None:
@@ -188,7 +205,7 @@ def _step_settings(spec: AttackSpec, eps: Any, step_size: Any, steps: Any
         step_size = default_step_size(spec.name, eps)
     if step_size is None or steps is None:
         missing = [name for name, v in (("step_size", step_size), ("steps", steps)) if v is None]
-        raise ValueError(f"{spec.name} needs {' and '.join(missing)}")
+        raise MissingSetting(f"{spec.name} needs the setting(s) {missing}")
     return eps, positive("step_size", step_size), whole_number("steps", steps, 1)
 
 
