@@ -98,7 +98,8 @@ def define_attack_choice_flags() -> None:
     flags.DEFINE_enum("attack", "daa_blob", list(catalogue.RUNNABLE), "The attack; "
                       "strongest: a cascade of attacks sharing --steps gradients per image, "
                       "repeated --restarts times (docs/algorithms.md#strongest).")
-    flags.DEFINE_enum("loss", "xent", list(catalogue.LOSSES), "The loss the attack ascends.")
+    flags.DEFINE_enum("loss", None, list(catalogue.LOSSES), "The loss the attack ascends "
+                      "(default: the attack's own: margin for multitargeted, else xent).")
     flags.DEFINE_float("c", None, f"DAA constant (default per loss: {_c_help()}; DGF's per unit "
                        "pixel range).")
     flags.register_validator("c", lambda v: v is None or math.isfinite(v),

@@ -101,7 +101,8 @@ def settings_from_flags(f: flags.FlagValues) -> Dict[str, Any]:
         if f.steps not in (None, 1):
             raise ValueError(f"--attack={f.attack} takes exactly one step: drop --steps")
         steps = 1
-    attack = dict(eps=pick("epsilon"), step_size=step_size, steps=steps, loss=f.loss,
+    attack = dict(eps=pick("epsilon"), step_size=step_size, steps=steps,
+                  loss=f.loss or spec.default_loss,
                   random_start=f.random_start is not False, clip_min=challenge.format.clip_min,
                   clip_max=challenge.format.clip_max,
                   jit_compile=catalogue.JIT_CHOICES[f.jit_compile])
