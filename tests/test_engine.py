@@ -1,5 +1,5 @@
-"""The ODI start (docs/algorithms.md#odi): the same loop with the loss ``w . logits``, then the
-attack's own steps, against NumPy."""
+"""The ODI start (docs/algorithms.md#odi; daa_tf.attacks today, the planned daa_tf.engine): the
+same loop with the loss ``w . logits``, then the attack's own steps, against NumPy."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,14 +7,16 @@ import tensorflow as tf
 import daa_tf
 from daa_tf import attacks, loop, losses
 from tests import numpy_reference as ref
-from tests.test_apgd import CLASSES, N, dense_batch, dense_model
+from tests.helpers import DENSE_CLASSES as CLASSES
+from tests.helpers import DENSE_N as N
+from tests.helpers import dense_batch
 
 EPS, STEP = 0.1, 0.02
 
 
 @pytest.fixture(scope="module")
-def model():
-    return dense_model()
+def model(dense):
+    return dense
 
 
 @pytest.fixture(scope="module")

@@ -1,36 +1,27 @@
-"""Best iterates (docs/algorithms.md#best-iterates), early stop across restarts
-(docs/algorithms.md#early-stop) and the gradient budget the driver reports."""
+"""Best iterates (docs/algorithms.md#best-iterates; daa_tf.iterates): the rule against NumPy, the
+merge of two calls, DAA's best iterates across the driver's rounds and APGD's default."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import daa_tf
-from daa_tf import attacks, driver, iterates, loop, losses
+from daa_tf import attacks, iterates, loop, losses
 from tests import numpy_reference as ref
-import keras
-
-from tests.test_apgd import N, SHAPE
+from tests.helpers import DENSE_N as N
+from tests.helpers import curved_batch
 
 EPS, STEP = 0.04, 0.03
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(curved):
     """A net curved enough at this radius that PGD's last iterate is not always its best."""
-    keras.utils.set_random_seed(4)
-    inputs = keras.Input(SHAPE)
-    h = keras.layers.Rescaling(25.0)(inputs)
-    h = keras.layers.Flatten()(h)
-    h = keras.layers.Dense(16, activation="tanh")(h)
-    h = keras.layers.Dense(16, activation="tanh")(h)
-    return keras.Model(inputs, keras.layers.Dense(6)(h))
+    return curved
 
 
 @pytest.fixture(scope="module")
 def data(model):
-    rng = np.random.default_rng(41)
-    x0 = rng.uniform(0.2, 0.8, (N,) + SHAPE).astype(np.float32)
-    return x0, model(x0).numpy().argmax(axis=1)
+    return curved_batch(model)
 
 
 def numpy_pgd_iterates(model, x0, y, start, steps, loss="xent", targeted=False):
@@ -114,47 +105,3 @@ def test_apgd_defaults_to_best_and_can_return_the_last(model, data):
     np.testing.assert_array_equal(daa_tf.apgd(model, x0, y, **kw).numpy(), raw[1].numpy())
     np.testing.assert_array_equal(daa_tf.apgd(model, x0, y, best=False, **kw).numpy(),
                                   raw[0].numpy())
-
-
-@pytest.mark.parametrize("name,kw", [
-    ("pgd", dict(step_size=STEP, steps=6)),
-    ("apgd", dict(steps=6, loss="dlr")),
-    ("momentum_pgd", dict(step_size=STEP, steps=6, init="odi")),
-    ("pgd", dict(step_size=STEP, steps=4, targets=2, loss="margin")),
-])
-def test_early_stop_leaves_the_result_unchanged(model, data, name, kw):
-    x0, y = data
-    args = dict(attack=name, eps=EPS, restarts=4, seed=5, verbose=0, batch_size=5, **kw)
-    stopped = daa_tf.run(model, x0, y, early_stop=True, **args)
-    full = daa_tf.run(model, x0, y, early_stop=False, **args)
-    np.testing.assert_array_equal(stopped.x_adv, full.x_adv)
-    np.testing.assert_array_equal(stopped.correct, full.correct)
-    runs = max(1, kw.get("targets", 0))
-    budget = 4 * runs * (kw["steps"] + (2 if kw.get("init") == "odi" else 0))
-    assert stopped.gradients_per_image == full.gradients_per_image == budget
-    assert full.gradients_mean == budget
-    assert stopped.gradients_mean < budget  # fooled examples were skipped
-    # restart accuracies: cumulative with early stop (a skipped example counts as fooled)
-    assert stopped.restart_accuracies[-1] == stopped.accuracy
-    assert stopped.restart_accuracies == sorted(stopped.restart_accuracies, reverse=True)
-
-
-def test_early_stop_is_refused_for_daa(model, data):
-    x0, y = data
-    with pytest.raises(ValueError, match="early_stop"):
-        daa_tf.run(model, x0, y, attack="daa_blob", eps=EPS, step_size=STEP, steps=2,
-                   particles=4, early_stop=True, verbose=0)
-    result = daa_tf.run(model, x0, y, attack="daa_blob", eps=EPS, step_size=STEP, steps=2,
-                        particles=4, restarts=2, verbose=0)
-    assert result.gradients_mean == result.gradients_per_image == 4
-
-
-def test_old_states_keep_their_fingerprint():
-    """Settings added with the new attacks stay out of the fingerprint at their defaults."""
-    s = attacks.make_config("pgd", eps=0.3, step_size=0.01, steps=10).settings
-    x0 = np.zeros((2, 3), np.float32)
-    y = np.zeros(2, np.int32)
-    fp = driver._fingerprint(s, x0, y, 0, 10)
-    assert fp == driver._fingerprint(s, x0, y, 0, 10, early_stop=False)
-    assert fp != driver._fingerprint(s.replace(odi_steps=2), x0, y, 0, 10)
-    assert fp != driver._fingerprint(s, x0, y, 0, 10, early_stop=True)

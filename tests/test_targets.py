@@ -1,5 +1,5 @@
-"""MultiTargeted (docs/algorithms.md#multitargeted): the targets, the runs toward each, and the
-worst-case merge, against NumPy."""
+"""MultiTargeted (docs/algorithms.md#multitargeted; daa_tf.multitarget, the planned
+daa_tf.targets): the targets, the runs toward each, and the worst-case merge, against NumPy."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,14 +7,15 @@ import tensorflow as tf
 import daa_tf
 from daa_tf import attacks, loop, losses, multitarget
 from tests import numpy_reference as ref
-from tests.test_apgd import N, dense_batch, dense_model
+from tests.helpers import DENSE_N as N
+from tests.helpers import dense_batch
 
 EPS, STEP, STEPS = 0.04, 0.01, 5
 
 
 @pytest.fixture(scope="module")
-def model():
-    return dense_model()
+def model(dense):
+    return dense
 
 
 @pytest.fixture(scope="module")

@@ -1,37 +1,23 @@
-"""APGD (docs/algorithms.md#apgd) against the NumPy reference written after AutoAttack's own loop,
-and its composition with DAA's directions."""
+"""The APGD schedule (docs/algorithms.md#apgd; daa_tf.schedules) against the NumPy reference
+written after AutoAttack's own loop, its composition with DAA's directions, and APGD through the
+driver."""
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 import daa_tf
 from daa_tf import attacks, loop, schedules
 from daa_tf.losses import get_loss
 from tests import numpy_reference as ref
+from tests.helpers import DENSE_N as N
+from tests.helpers import DENSE_SHAPE as SHAPE
 
-N, SHAPE, CLASSES, EPS = 12, (4, 4, 1), 6, 0.04
-
-
-def dense_model() -> keras.Model:
-    """z = tanh(x W1 + b1) W2 + b2 on [N, 4, 4, 1] images (its gradient is NumPy's too)."""
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input(SHAPE)
-    h = keras.layers.Flatten()(inputs)
-    h = keras.layers.Dense(8, activation="tanh")(h)
-    return keras.Model(inputs, keras.layers.Dense(CLASSES)(h))
-
-
-def dense_batch(model: keras.Model, seed: int):
-    """``N`` random images in [0.2, 0.8] and the model's own predictions as labels."""
-    rng = np.random.default_rng(seed)
-    x0 = rng.uniform(0.2, 0.8, (N,) + SHAPE).astype(np.float32)
-    return x0, model(x0).numpy().argmax(axis=1)
+EPS = 0.04
 
 
 @pytest.fixture(scope="module")
-def model():
-    return dense_model()
+def model(dense):
+    return dense
 
 
 @pytest.fixture(scope="module")
@@ -154,14 +140,6 @@ def test_the_catalogue_attacks_and_their_defaults(model, data):
     assert blob.interacting and blob.params["c"] == 1.1 and blob.params["alpha"] == 0.75
     with pytest.raises(ValueError, match="unknown direction"):
         attacks.apgd(model, x0, y, eps=EPS, steps=2, direction="momentum")
-
-
-def test_no_retrace_when_numbers_change(model, data):
-    x0, y, _ = data
-    for eps, steps in ((0.1, 3), (0.2, 7), (0.3, 20)):
-        attacks.apgd(model, x0, y, eps=eps, steps=steps, seed=0)
-    cfg = attacks.make_config("apgd", eps=0.1, steps=1)
-    assert attacks.compiled_steps(model, cfg).experimental_get_tracing_count() == 1
 
 
 def test_driver_runs_apgd_as_one_uninterrupted_call(model, data):
