@@ -21,6 +21,7 @@ import tensorflow as tf
 
 import daa_tf
 from daa_tf import attacks, catalogue, loop
+from daa_tf import engine
 from daa_tf.losses import get_loss
 from tests import numpy_reference as ref
 from tests.helpers import (GRAPH_ATTACKS, MLP_CLASSES, MLP_FEATURES, REPO_ROOT, TOY_CLASSES,
@@ -150,7 +151,7 @@ def test_daa_signs_do_not_depend_on_the_pixel_range(data, kind, c):
                                   np.sign(wide - start * 255)[clear])
 
 
-@pytest.mark.parametrize("name", attacks.ATTACKS)
+@pytest.mark.parametrize("name", catalogue.ATTACKS)
 def test_bound_box_and_determinism(model, data, name):
     x0, y, _ = data
     x0 = x0.copy()
@@ -180,14 +181,14 @@ def test_no_retrace_when_only_numbers_change(data, name, settings):
     model = toy_model()  # its own compiled functions: nothing traced by other tests
     for eps, steps in ((0.1, 3), (0.2, 7), (0.3, 20)):
         attacks.ATTACK_FUNCTIONS[name](model, x0, y, eps=eps, steps=steps, seed=0, **settings)
-    cfg = attacks.make_config(name, eps=0.1, steps=1, **settings)
-    assert attacks.compiled_steps(model, cfg).experimental_get_tracing_count() == 1
+    cfg = engine.make_config(name, eps=0.1, steps=1, **settings)
+    assert engine.compiled(model, cfg).experimental_get_tracing_count() == 1
 
 
 def test_jit_compile_is_a_per_device_default_and_overridable(model, data):
     x0, y, _ = data
     has_gpu = bool(tf.config.list_logical_devices("GPU"))
-    assert attacks.make_config("pgd", eps=0.1, step_size=0.1, steps=1).jit_compile == has_gpu
+    assert engine.make_config("pgd", eps=0.1, step_size=0.1, steps=1).jit_compile == has_gpu
     kw = dict(eps=EPS, step_size=STEP, steps=3, seed=1, particles=PARTICLES)
     xla = attacks.daa_blob(model, x0, y, jit_compile=True, **kw).numpy()
     graph = attacks.daa_blob(model, x0, y, jit_compile=False, **kw).numpy()

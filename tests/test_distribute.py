@@ -23,7 +23,8 @@ import pytest
 import tensorflow as tf
 
 import daa_tf
-from daa_tf import attacks, distribute
+from daa_tf import distribute
+from daa_tf import engine
 from tests.helpers import REPO_ROOT, TOY_CLASSES, TOY_SHAPE, dense_batch, dense_model, toy_model
 
 N, PARTICLES = 11, 4
@@ -117,18 +118,18 @@ def test_run_with_a_strategy_equals_run_without(request, strategy, case):
 def test_shards_are_the_batches_of_one_device(strategy, model, data, shard_size):
     # 11 rows = 2 whole groups of 4 and a partial one of 3; shards of whole groups, several calls.
     x0, y = data
-    cfg = attacks.make_config("daa_blob", eps=EPS, step_size=STEP, steps=3, particles=PARTICLES,
+    cfg = engine.make_config("daa_blob", eps=EPS, step_size=STEP, steps=3, particles=PARTICLES,
                               c=5.0)
-    start = attacks.start_points(cfg, tf.constant(x0), attacks.seed_tensor(0)).numpy()
+    start = engine.start_points(cfg, tf.constant(x0), engine.seed_tensor(0)).numpy()
     y = y.astype(np.int32)
-    got = distribute.run_steps(strategy, model, cfg, x0, y, start, shard_size=shard_size)
+    got = distribute.run_loop(strategy, model, cfg, x0, y, start, shard_size=shard_size)
     size = shard_size or 3 * PARTICLES
     expected = np.concatenate([
-        attacks.run_steps(model, cfg, tf.constant(x0[i:i + size]), tf.constant(y[i:i + size]),
-                          tf.constant(start[i:i + size])).numpy() for i in range(0, N, size)])
+        engine.run_loop(model, cfg, tf.constant(x0[i:i + size]), tf.constant(y[i:i + size]),
+                        tf.constant(start[i:i + size])).numpy() for i in range(0, N, size)])
     np.testing.assert_array_equal(got, expected)
     with pytest.raises(ValueError, match="multiple of 4"):
-        distribute.run_steps(strategy, model, cfg, x0, y, start, shard_size=6)
+        distribute.run_loop(strategy, model, cfg, x0, y, start, shard_size=6)
 
 
 # ------------------------------------------------------------------- several devices / workers

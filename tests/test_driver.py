@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import daa_tf
 from daa_tf import attacks, catalogue, driver
+from daa_tf import engine, batching
 from tests.helpers import TOY_CLASSES as CLASSES
 from tests.helpers import TOY_SHAPE as SHAPE
 from tests.helpers import curved_batch, dense_batch, toy_model
@@ -51,8 +52,8 @@ def test_daa_rounds_follow_algorithm_1(model, data, name, batch_size):
     seed, steps, per_round = 5, 7, 3
     kw = dict(eps=EPS, step_size=STEP, particles=PARTICLES, c=5.0 if name == "daa_blob" else -1.0)
     # Algorithm 1 by hand: one random start, then rounds over a fresh permutation of all N.
-    cfg = attacks.make_config(name, steps=steps, **kw)
-    x = attacks.start_points(cfg, tf.constant(x0), attacks.seed_tensor(seed, 0)).numpy()
+    cfg = engine.make_config(name, steps=steps, **kw)
+    x = engine.start_points(cfg, tf.constant(x0), engine.seed_tensor(seed, 0)).numpy()
     rng = np.random.default_rng([seed, 0])
     for length in (3, 3, 1):
         perm = rng.permutation(N)
@@ -252,7 +253,7 @@ def test_early_stop_does_not_retrace_per_subset():
     kw = dict(eps=0.1, step_size=0.02, steps=3)
     result = daa_tf.run(model, x0, y, "pgd", restarts=8, seed=1, verbose=0, batch_size=64, **kw)
     sizes = {64} | {round(64 * a) for a in result.restart_accuracies[:-1]}
-    buckets = {driver.bucket(n, 64) for n in sizes}
+    buckets = {batching.bucket(n, 64) for n in sizes}
     assert len(sizes) > len(buckets)  # the case padding is for
-    fn = attacks.compiled_steps(model, attacks.make_config("pgd", **kw))
+    fn = engine.compiled(model, engine.make_config("pgd", **kw))
     assert fn.experimental_get_tracing_count() == len(buckets)

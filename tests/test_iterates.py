@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import daa_tf
 from daa_tf import attacks, iterates, loop, losses
+from daa_tf import engine
 from tests import numpy_reference as ref
 from tests.helpers import DENSE_N as N
 from tests.helpers import curved_batch
@@ -48,8 +49,8 @@ def numpy_pgd_iterates(model, x0, y, start, steps, loss="xent", targeted=False):
 def test_best_iterate_rule_matches_numpy(model, data, loss, targeted):
     x0, y = data
     labels = (y + 1) % 6 if targeted else y
-    start = attacks.start_points(attacks.make_config("pgd", eps=EPS, step_size=STEP, steps=1),
-                                 tf.constant(x0), attacks.seed_tensor(9)).numpy()
+    start = engine.start_points(engine.make_config("pgd", eps=EPS, step_size=STEP, steps=1),
+                                 tf.constant(x0), engine.seed_tensor(9)).numpy()
     points, objectives, fooled = numpy_pgd_iterates(model, x0, labels, start, 8, loss, targeted)
     expected = ref.best_iterate(points, objectives, fooled)
     ours = attacks.pgd(model, x0, labels, eps=EPS, step_size=STEP, steps=8, seed=9, loss=loss,
@@ -70,12 +71,12 @@ def test_best_iterate_rule_matches_numpy(model, data, loss, targeted):
 def test_merging_two_calls_equals_one_call(model, data):
     """The driver's rounds: the state of a run cut in two merges to the one-call state."""
     x0, y = data
-    cfg = attacks.make_config("pgd", eps=EPS, step_size=STEP, steps=10, best=True)
+    cfg = engine.make_config("pgd", eps=EPS, step_size=STEP, steps=10, best=True)
     x0t, yt = tf.constant(x0), tf.constant(y, tf.int32)
-    start = attacks.start_points(cfg, x0t, attacks.seed_tensor(1))
-    whole = [t.numpy() for t in attacks.run_loop(model, cfg, x0t, yt, start)]
-    first = [t.numpy() for t in attacks.run_loop(model, cfg, x0t, yt, start, steps=4)]
-    second = [t.numpy() for t in attacks.run_loop(model, cfg, x0t, yt, tf.constant(first[0]),
+    start = engine.start_points(cfg, x0t, engine.seed_tensor(1))
+    whole = [t.numpy() for t in engine.run_loop(model, cfg, x0t, yt, start)]
+    first = [t.numpy() for t in engine.run_loop(model, cfg, x0t, yt, start, steps=4)]
+    second = [t.numpy() for t in engine.run_loop(model, cfg, x0t, yt, tf.constant(first[0]),
                                                   steps=6)]
     state = [part.copy() for part in first[1:]]
     iterates.merge(*state, *second[1:])
@@ -98,10 +99,10 @@ def test_daa_best_iterates_across_rounds(model, data):
 def test_apgd_defaults_to_best_and_can_return_the_last(model, data):
     x0, y = data
     kw = dict(eps=EPS, steps=10, seed=2)
-    cfg = attacks.make_config("apgd", eps=EPS, steps=10)
+    cfg = engine.make_config("apgd", eps=EPS, steps=10)
     x0t, yt = tf.constant(x0), tf.constant(y, tf.int32)
-    raw = attacks.run_loop(model, cfg, x0t, yt, attacks.start_points(cfg, x0t,
-                                                                     attacks.seed_tensor(2)))
+    raw = engine.run_loop(model, cfg, x0t, yt, engine.start_points(cfg, x0t,
+                                                                     engine.seed_tensor(2)))
     np.testing.assert_array_equal(daa_tf.apgd(model, x0, y, **kw).numpy(), raw[1].numpy())
     np.testing.assert_array_equal(daa_tf.apgd(model, x0, y, best=False, **kw).numpy(),
                                   raw[0].numpy())
