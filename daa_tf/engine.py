@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from daa_tf import device, losses, loop
 from daa_tf.projection import random_start as draw_random_start
+from daa_tf.projection import sphere_start
 from daa_tf.schedules import SCHEDULES, Schedule
 from daa_tf.settings import AttackSettings, attack_settings
 from daa_tf.steps import RULES, StepRule
@@ -107,13 +108,21 @@ def target_seed(seed: tf.Tensor, target: int) -> tf.Tensor:
     return derive_seed(seed, TARGET_STREAM + int(target))
 
 
-def start_points(cfg: AttackConfig, x0: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """The starting points of a run: ``proj(x0 + U(-eps, eps))`` or ``x0``."""
+def start_points(cfg: AttackConfig, x0: tf.Tensor, seed: tf.Tensor, restart: int = 0
+                 ) -> tf.Tensor:
+    """The starting points of restart ``restart`` of a run: ``x0`` without a random start (and
+    at restart 0 of an attack whose spec says ``clean_first``: FAB), else the spec's random start
+    (``uniform``: ``proj(x0 + U(-eps, eps))``; ``sphere``: AutoAttack's point at L-inf distance
+    ``start_radius x eps``; docs/algorithms.md#projection-and-random-start)."""
     s = cfg.settings
-    if not s.random_start:
+    spec = s.spec
+    if not s.random_start or (spec.clean_first and restart == 0):
         return x0
-    return draw_random_start(x0, tf.constant(s.eps, x0.dtype), tf.constant(s.clip_min, x0.dtype),
-                             tf.constant(s.clip_max, x0.dtype), seed)
+    eps, low, high = (tf.constant(v, x0.dtype) for v in (s.eps, s.clip_min, s.clip_max))
+    if spec.start == "sphere":
+        return sphere_start(x0, tf.constant(spec.start_radius * s.eps, x0.dtype), eps, low, high,
+                            seed)
+    return draw_random_start(x0, eps, low, high, seed)
 
 
 def loop_arguments(cfg: AttackConfig, steps: Optional[int] = None

@@ -10,7 +10,9 @@ that may change between calls (eps, step size, steps, box, seed-derived start, r
 parameters) enters as a tensor, so calls with the same input shapes never retrace.
 
 A schedule with ``needs_gradients`` False (a query-based attack) gets forward passes only:
-the loop then counts queries, not gradients.
+the loop then counts queries, not gradients. A schedule with ``owns_result`` (FAB) also reads the
+clean batch, ``eps``, the box and each pass's success from ``params``, and gives the loop's point
+itself (:meth:`~daa_tf.schedules.Schedule.result`) after one forward pass judges the last point.
 
 When neither the schedule nor best-iterate tracking reads loss values (PGD, FGSM, momentum PGD,
 DAA), the gradient pass is the gradient-only function of before, and the loop is op for op the
@@ -98,9 +100,12 @@ def value_function(model: Model, loss_fn: LossFn, y: tf.Tensor, targeted: bool
 def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targeted: bool,
            jit_compile: bool, schedule: Schedule, best: bool) -> Callable[..., Any]:
     valued = best or schedule.needs_values
+    owns = schedule.owns_result
 
     def steps_loop(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params):
         model = get_model()
+        if owns:  # the schedule reads the ball's centre and radius and the box
+            params = {**params, "x0": x0, "eps": eps, "clip_min": clip_min, "clip_max": clip_max}
         state = rule.init_state(x_start, params)
         # proj(x) = clip(clip(x, x0 - eps, x0 + eps), clip_min, clip_max) is one clip to the
         # intersection of the ball and the box (they overlap: x0 lies in both; min and max are
@@ -131,16 +136,23 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targ
 
         def valued_body(i, x, state, moves, track):
             objective, logits, grad = value_and_gradient(x)
+            success = fooled(logits, y, targeted) if best or owns else None
             if best:
-                track = iterates.update(track, x, objective, fooled(logits, y, targeted))
-            x, grad, moves = schedule.observe(i, x, grad, objective, moves, params)
+                track = iterates.update(track, x, objective, success)
+            x, grad, moves = schedule.observe(i, x, grad, objective, moves,
+                                              {**params, "fooled": success} if owns else params)
             v, state = rule.direction(grad, x, state, params)
             x, moves = schedule.step(i, x, v, moves, step_size, low, high, params)
             return i + 1, x, state, moves, track
 
-        _, x, _, _, track = tf.while_loop(
+        _, x, _, moves, track = tf.while_loop(
             lambda i, x, state, moves, track: i < steps, valued_body,
             (tf.constant(0, tf.int32), x_start, state, moves, track))
+        if owns:  # one forward pass judges the last point; the schedule gives the result
+            objective, logits, _ = value_function(model, loss_fn, y, targeted)(x)
+            x = schedule.result(x, objective, fooled(logits, y, targeted), moves, params)
+            if best:  # the best-iterate state is the result's own
+                track = iterates.init(x)
         if not best:
             return x
         # The last point had no gradient pass: one forward pass judges it.

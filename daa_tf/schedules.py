@@ -10,6 +10,8 @@ particle directions run under APGD's schedule unchanged.
   loss values, so the loop keeps its gradient-only pass.
 - :class:`APGD`: the step-size schedule of Croce & Hein (2020), with momentum, checkpoints and the
   restart from the best point (docs/algorithms.md#apgd).
+- :class:`daa_tf.boundary.FAB`: FAB's projections onto the linearised boundary, the smallest
+  fooling point kept (docs/algorithms.md#fab).
 
 Schedules are static, hashable configuration; their numbers (APGD's ``alpha`` and ``rho``) arrive
 as tensors in ``params``, and the step budget as the loop's ``steps`` tensor, so changing them never
@@ -19,6 +21,8 @@ import dataclasses
 from typing import Any, ClassVar, Dict, List, Protocol, Tuple, Type
 
 import tensorflow as tf
+
+from daa_tf.boundary import FAB
 
 State = Tuple[tf.Tensor, ...]
 Params = Dict[str, tf.Tensor]
@@ -39,11 +43,16 @@ class Schedule(Protocol):
     ``i`` (0-based) with the objective ``[N]`` the attack ascends (the loss, negated for targeted
     attacks). ``step(i, x, v, state, step_size, low, high, params) -> (x, state)``: the move along
     the direction ``v``, ``low``/``high`` the bounds of ``proj`` (ball and box).
-    ``params()``: the schedule's numbers, passed to the loop as tensors.
+    ``params()``: the schedule's numbers, passed to the loop as tensors. ``owns_result``: the
+    loop adds ``x0``, ``eps``, ``clip_min``, ``clip_max`` to the ``params`` the schedule sees,
+    and each pass's success ``fooled`` ``[N]`` to those of ``observe``; after the loop, one
+    forward pass judges the last point and ``result(x, objective, fooled, state, params)`` gives
+    the loop's point (FAB's smallest fooling point within ``eps``).
     """
 
     needs_values: ClassVar[bool]
     needs_gradients: ClassVar[bool]  # False: the loop's pass is a forward pass only (queries)
+    owns_result: ClassVar[bool]  # True: result() gives the loop's point (FAB)
 
     def params(self) -> Dict[str, float]: ...
 
@@ -56,6 +65,9 @@ class Schedule(Protocol):
     def step(self, i: tf.Tensor, x: tf.Tensor, v: tf.Tensor, state: State, step_size: tf.Tensor,
              low: tf.Tensor, high: tf.Tensor, params: Params) -> Tuple[tf.Tensor, State]: ...
 
+    def result(self, x: tf.Tensor, objective: tf.Tensor, fooled: tf.Tensor, state: State,
+               params: Params) -> tf.Tensor: ...
+
 
 @dataclasses.dataclass(frozen=True)
 class FixedStep:
@@ -63,6 +75,7 @@ class FixedStep:
 
     needs_values: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = True
+    owns_result: ClassVar[bool] = False
 
     def params(self) -> Dict[str, float]:
         return {}
@@ -120,6 +133,7 @@ class APGD:
 
     needs_values: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = True
+    owns_result: ClassVar[bool] = False
 
     def params(self) -> Dict[str, float]:
         return {"alpha": APGD_ALPHA, "rho": APGD_RHO}
@@ -172,4 +186,4 @@ class APGD:
 
 
 # The schedules by their catalogue key (daa_tf.specs.AttackSpec.schedule).
-SCHEDULES: Dict[str, Type[Any]] = {"fixed": FixedStep, "apgd": APGD}
+SCHEDULES: Dict[str, Type[Any]] = {"fixed": FixedStep, "apgd": APGD, "fab": FAB}

@@ -169,7 +169,11 @@ def test_bound_box_and_determinism(model, data, name):
     assert np.all(np.abs(a - x0) <= EPS + 1e-6)
     assert a.min() >= 0.0 and a.max() <= 1.0
     np.testing.assert_array_equal(a, fn(model, x0, y, seed=3, **kw).numpy())
-    assert not np.array_equal(a, fn(model, x0, y, seed=4, **kw).numpy())
+    other = fn(model, x0, y, seed=4, **kw).numpy()
+    if spec.clean_first:  # FAB: one call is restart 0, which starts at x (the seed is unused)
+        np.testing.assert_array_equal(a, other)
+    else:
+        assert not np.array_equal(a, other)
 
 
 @pytest.mark.parametrize("name,settings", [

@@ -117,7 +117,9 @@ def test_every_catalogue_attack_runs_in_a_compiled_step_or_says_why_not():
             assert name not in ("fgsm", "pgd", "momentum_pgd", "daa_blob", "daa_dgf", "apgd")
         else:
             assert np.abs(x_adv - x).max() <= 0.1 + 1e-6 and 0 <= x_adv.min(), name
-            assert x_adv.max() <= 1 and np.abs(x_adv - x).max() > 0, name
+            assert x_adv.max() <= 1, name
+            # FAB returns the clean point where it found no fooling point within eps
+            assert np.abs(x_adv - x).max() > 0 or spec.schedule == "fab", name
 
 
 def test_seeds_and_batches_depend_on_the_step_only():
