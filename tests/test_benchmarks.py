@@ -204,7 +204,7 @@ def test_steps_section_times_apgd_multitargeted_and_art_pgd():
     s, (x, y) = ctx.settings, (ctx.x, ctx.y)
     run, _, cfg = attack_runner(ctx.model, "multitargeted", x, y, 2, 4, False, s)
     assert cfg.settings.loss == "margin" and cfg.settings.step_size == 2 * s["eps"]
-    one_target = daa_tf.multitargeted(ctx.model, x, y, eps=s["eps"], steps=2, num_targets=1,
+    one_target = daa_tf.multitargeted(ctx.model, x, y, eps=s["eps"], steps=2, targets=1,
                                       seed=0, jit_compile=False)
     np.testing.assert_array_equal(run(), one_target.numpy())
     run, _, _ = attack_runner(ctx.model, "apgd", x, y, 2, 4, False, s)

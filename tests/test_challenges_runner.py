@@ -290,7 +290,7 @@ def test_one_step_size_rule_for_library_runners_and_trainer():
     from daa_tf import catalogue
 
     own = {"fgsm": 0.3, "rand_fgsm": 0.3, "apgd": 0.6, "apgd_daa_blob": 0.6,
-           "apgd_daa_dgf": 0.6, "multitargeted": 0.6}
+           "apgd_daa_dgf": 0.6, "multitargeted": 0.6, "apgd_t": 0.6, "fab": 0.3, "fab_t": 0.3}
     for attack in catalogue.ATTACKS:
         expected = own.get(attack, 0.01)
         assert catalogue.default_step_size(attack, 0.3, configured=0.01) == pytest.approx(
@@ -300,5 +300,5 @@ def test_one_step_size_rule_for_library_runners_and_trainer():
         settings = catalogue.attack_settings(attack, eps=0.3, step_size=later, steps=1)
         assert settings.step_size == pytest.approx(expected), attack
     assert catalogue.default_step_size("pgd", 0.3) is None  # no configured default: required
-    with pytest.raises(ValueError, match="pgd needs step_size"):
+    with pytest.raises(ValueError, match=r"pgd needs the setting\(s\) \[.step_size.\]"):
         catalogue.attack_settings("pgd", eps=0.3, steps=5)
