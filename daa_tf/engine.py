@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from daa_tf import device, losses, loop
+from daa_tf import device, draws, losses, loop, squares
 from daa_tf.projection import random_start as draw_random_start
 from daa_tf.schedules import SCHEDULES, Schedule
 from daa_tf.settings import AttackSettings, attack_settings
@@ -54,6 +54,22 @@ class AttackConfig:
         MultiTargeted (labels ``[N, 2]``)."""
         s = self.settings
         return losses.target_form(s.loss) if s.targets else losses.get_loss(s.loss)
+
+    @property
+    def random(self) -> bool:
+        """True when the schedule draws per example inside the loop (Square): the loop takes
+        per-example keys (:func:`example_keys`)."""
+        return bool(getattr(self.schedule, "random", False))
+
+    @property
+    def counts_queries(self) -> bool:
+        """True when the loop's outputs end with the queries each example spent (Square)."""
+        return bool(getattr(self.schedule, "counts_queries", False))
+
+    @property
+    def gradients(self) -> bool:
+        """False for a query attack: its loop runs forward passes only."""
+        return bool(self.schedule.needs_gradients)
 
     @property
     def loop_key(self) -> Tuple:
@@ -107,13 +123,29 @@ def target_seed(seed: tf.Tensor, target: int) -> tf.Tensor:
     return derive_seed(seed, TARGET_STREAM + int(target))
 
 
+def example_keys(seed: tf.Tensor, n: Union[int, tf.Tensor]) -> tf.Tensor:
+    """The per-example keys ``[n]`` uint32 of the examples ``0 .. n-1`` of a run with ``seed``
+    ``[2]`` (:func:`daa_tf.draws.example_keys`): a random schedule's loop takes the keys of
+    its rows, and a drawn start (Square's stripes) draws from them."""
+    return draws.example_keys(seed, n)
+
+
+# Random starts other than the uniform one, by the catalogue's key (daa_tf.specs.AttackSpec.start):
+# f(x0, eps, clip_min, clip_max, keys [N]) -> start points.
+STARTS = {"stripes": squares.stripes}
+
+
 def start_points(cfg: AttackConfig, x0: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """The starting points of a run: ``proj(x0 + U(-eps, eps))`` or ``x0``."""
+    """The starting points of a run on the set ``x0``: without ``random_start`` ``x0``; else
+    the attack's random start, ``proj(x0 + U(-eps, eps))`` or the start its catalogue entry
+    names (Square's vertical stripes, drawn from the keys of ``x0``'s rows)."""
     s = cfg.settings
     if not s.random_start:
         return x0
-    return draw_random_start(x0, tf.constant(s.eps, x0.dtype), tf.constant(s.clip_min, x0.dtype),
-                             tf.constant(s.clip_max, x0.dtype), seed)
+    eps, low, high = (tf.constant(v, x0.dtype) for v in (s.eps, s.clip_min, s.clip_max))
+    if s.spec.start != "uniform":
+        return STARTS[s.spec.start](x0, eps, low, high, example_keys(seed, tf.shape(x0)[0]))
+    return draw_random_start(x0, eps, low, high, seed)
 
 
 def loop_arguments(cfg: AttackConfig, steps: Optional[int] = None
@@ -135,20 +167,40 @@ def compiled(model: loop.Model, cfg: AttackConfig) -> Any:
 
 
 def run_loop(model: loop.Model, cfg: AttackConfig, x0: tf.Tensor, y: tf.Tensor,
-             x_start: tf.Tensor, steps: Optional[int] = None) -> Any:
+             x_start: tf.Tensor, steps: Optional[int] = None, keys: Any = None) -> Any:
     """One call of the compiled loop: ``steps`` (default the settings') steps from ``x_start``.
     ``x0``: the clean batch (centre of the ball), float32; ``y``: int32 labels (``[N, 2]``
-    (true, target) pairs for MultiTargeted's configurations, ``[N, C]`` weights for ODI).
-    Returns the last iterate, or with ``cfg.best`` the tuple ``(x_last, x_best, objective,
-    fooled)`` (:mod:`daa_tf.iterates`); :func:`points` picks the attack's result. No checks."""
+    (true, target) pairs for MultiTargeted's configurations, ``[N, C]`` weights for ODI);
+    ``keys``: the rows' keys ``[N]`` uint32 (:func:`example_keys`), required when
+    ``cfg.random``. Returns the last iterate, or with ``cfg.best`` the tuple ``(x_last, x_best,
+    objective, fooled)`` (:mod:`daa_tf.iterates`); with ``cfg.counts_queries`` the outputs end
+    with the queries per example (:func:`outputs` makes a tuple of any of them, :func:`points`
+    picks the attack's result, :func:`queries` the queries). No checks."""
     scalars, params = loop_arguments(cfg, steps)
-    return compiled(model, cfg)(x0, y, x_start, *scalars, params)
+    if not cfg.random:
+        return compiled(model, cfg)(x0, y, x_start, *scalars, params)
+    if keys is None:
+        raise ValueError(f"{cfg.settings.attack} draws inside its loop: pass the rows' keys "
+                         "(engine.example_keys(seed, n), rows of the set)")
+    return compiled(model, cfg)(x0, y, x_start, *scalars, params, keys)
+
+
+def outputs(cfg: AttackConfig, out: Any) -> Tuple[Any, ...]:
+    """:func:`run_loop`'s output as a tuple: ``(x_last,)``, or ``(x_last, x_best, objective,
+    fooled)`` with ``cfg.best``; then ``queries`` with ``cfg.counts_queries``."""
+    return tuple(out) if cfg.best or cfg.counts_queries else (out,)
 
 
 def points(cfg: AttackConfig, out: Any) -> Any:
     """The attack's points in :func:`run_loop`'s output: the best iterates with ``cfg.best``,
     else the last ones."""
-    return out[1] if cfg.best else out
+    return outputs(cfg, out)[1 if cfg.best else 0]
+
+
+def queries(cfg: AttackConfig, out: Any) -> Any:
+    """The queries (forward passes of the loop) each example spent, in :func:`run_loop`'s
+    output; None when the schedule does not count them."""
+    return outputs(cfg, out)[-1] if cfg.counts_queries else None
 
 
 def odi_config(cfg: AttackConfig) -> AttackConfig:

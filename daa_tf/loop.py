@@ -9,8 +9,11 @@ step rule's direction ``V`` (:mod:`daa_tf.steps`); the schedule's ``step``
 that may change between calls (eps, step size, steps, box, seed-derived start, rule and schedule
 parameters) enters as a tensor, so calls with the same input shapes never retrace.
 
-A schedule with ``needs_gradients`` False (a query-based attack) gets forward passes only:
-the loop then counts queries, not gradients.
+A schedule with ``needs_gradients`` False (a query-based attack) gets forward passes only.
+Query schedules may also ask for each example's success at every pass (``needs_success``), for
+per-example random keys (``random``: the loop's last argument ``keys`` ``[N]`` uint32, handed
+to the schedule as ``params["keys"]``), stop the loop early (``running``) and report the passes
+each example spent (``counts_queries``: the loop's outputs end with ``queries`` int32 ``[N]``).
 
 When neither the schedule nor best-iterate tracking reads loss values (PGD, FGSM, momentum PGD,
 DAA), the gradient pass is the gradient-only function of before, and the loop is op for op the
@@ -95,12 +98,22 @@ def value_function(model: Model, loss_fn: LossFn, y: tf.Tensor, targeted: bool
     return value
 
 
+def _hooks(schedule: Schedule) -> Tuple[bool, bool, bool]:
+    """The optional hooks of a query schedule: ``(needs_success, stops early, counts
+    queries)``."""
+    return (bool(getattr(schedule, "needs_success", False)), hasattr(schedule, "running"),
+            bool(getattr(schedule, "counts_queries", False)))
+
+
 def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targeted: bool,
            jit_compile: bool, schedule: Schedule, best: bool) -> Callable[..., Any]:
     valued = best or schedule.needs_values
+    wants_success, stops, counts = _hooks(schedule)
 
-    def steps_loop(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params):
+    def steps_loop(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params, keys=None):
         model = get_model()
+        if keys is not None:  # per-example keys of a random schedule, sharded with the examples
+            params = {**params, "keys": keys}
         state = rule.init_state(x_start, params)
         # proj(x) = clip(clip(x, x0 - eps, x0 + eps), clip_min, clip_max) is one clip to the
         # intersection of the ball and the box (they overlap: x0 lies in both; min and max are
@@ -131,25 +144,35 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targ
 
         def valued_body(i, x, state, moves, track):
             objective, logits, grad = value_and_gradient(x)
+            success = fooled(logits, y, targeted) if best or wants_success else None
             if best:
-                track = iterates.update(track, x, objective, fooled(logits, y, targeted))
-            x, grad, moves = schedule.observe(i, x, grad, objective, moves, params)
+                track = iterates.update(track, x, objective, success)
+            if wants_success:
+                x, grad, moves = schedule.observe(i, x, grad, objective, moves, params,
+                                                  success=success)
+            else:
+                x, grad, moves = schedule.observe(i, x, grad, objective, moves, params)
             v, state = rule.direction(grad, x, state, params)
             x, moves = schedule.step(i, x, v, moves, step_size, low, high, params)
             return i + 1, x, state, moves, track
 
-        _, x, _, _, track = tf.while_loop(
-            lambda i, x, state, moves, track: i < steps, valued_body,
-            (tf.constant(0, tf.int32), x_start, state, moves, track))
+        def valued_cond(i, x, state, moves, track):
+            if stops:  # a query schedule whose examples are all done ends the loop
+                return tf.logical_and(i < steps, schedule.running(moves))
+            return i < steps
+
+        _, x, _, moves, track = tf.while_loop(
+            valued_cond, valued_body, (tf.constant(0, tf.int32), x_start, state, moves, track))
+        counted = (schedule.queries(moves),) if counts else ()
         if not best:
-            return x
+            return (x,) + counted if counts else x
         # The last point had no gradient pass: one forward pass judges it.
         logits = call_model(model, x)
         objective = loss_fn(logits, y)
         if targeted:
             objective = -objective
         track = iterates.update(track, x, objective, fooled(logits, y, targeted))
-        return (x,) + tuple(track)
+        return (x,) + tuple(track) + counted
 
     return tf.function(steps_loop, jit_compile=jit_compile, reduce_retracing=False)
 
@@ -187,12 +210,14 @@ def compiled_loop(model: Model, loss_fn: LossFn, rule: StepRule, targeted: bool,
                   jit_compile: bool, schedule: Schedule = FixedStep(), best: bool = False
                   ) -> Callable[..., Any]:
     """The cached compiled loop ``f(x0, y, x_start, eps, step_size, steps, clip_min, clip_max,
-    params)`` for this model and configuration.
+    params[, keys])`` for this model and configuration (``keys`` ``[N]`` uint32: a random
+    schedule's per-example keys, :func:`daa_tf.draws.example_keys`).
 
     ``y`` is whatever ``loss_fn`` takes as labels (int ``[N]``; ``[N, 2]`` pairs for the losses
     toward a target; ODI's ``[N, C]`` weights). ``params``: the rule's and the schedule's tensors.
     Returns the last iterate ``x_adv``; with ``best``, the tuple ``(x_last, x_best, objective,
-    fooled)`` of :mod:`daa_tf.iterates` (``x_best`` is the attack's result).
+    fooled)`` of :mod:`daa_tf.iterates` (``x_best`` is the attack's result). A schedule that
+    counts queries appends its ``queries`` ``[N]`` (``(x_last, queries)`` without ``best``).
     ``schedule`` defaults to PGD's fixed step, so ``compiled_loop(model, loss_fn, rule, targeted,
     jit_compile)`` is the loop of PGD, FGSM, momentum PGD and DAA, as before.
     """

@@ -61,6 +61,11 @@ class AttackSpec:
     ``1 / (clip_max - clip_min)^2`` (DGF). ``targets``: the default number of target classes
     (MultiTargeted, docs/algorithms.md#multitargeted; 0: an ordinary attack). ``best``: whether
     the attack returns its best iterate by default (docs/algorithms.md#best-iterates).
+    ``start``: what the random start is (``uniform``: ``proj(x0 + U(-eps, eps))``;
+    ``stripes``: Square's vertical stripes, docs/algorithms.md#square). ``default_steps``: the
+    steps (queries for a query attack) when the caller gives none (None: the caller must).
+    ``targeted_loss``: the default loss of the targeted attack when it differs from
+    ``default_loss``.
     """
 
     name: str
@@ -76,6 +81,14 @@ class AttackSpec:
     c_per_unit_range: bool = False
     targets: int = 0
     best: bool = False
+    start: str = "uniform"
+    default_steps: Optional[int] = None
+    targeted_loss: Optional[str] = None
+
+    @property
+    def query_based(self) -> bool:
+        """True when the attack's budget is in queries (forward passes), not gradients."""
+        return self.schedule in QUERY_SCHEDULES
 
     @property
     def rule(self) -> Direction:
@@ -99,6 +112,10 @@ class AttackSpec:
 # scale: it takes xent's, unmeasured).
 _BLOB_C: Mapping[str, float] = {"xent": 1.1, "cw": 10.0, "dlr": 1.1, "margin": 10.0}
 _DGF_C: Mapping[str, float] = {"xent": -0.001, "cw": -0.01, "dlr": -0.001, "margin": -0.01}
+# The schedules whose loop makes forward passes only (daa_tf.schedules: needs_gradients False).
+QUERY_SCHEDULES: Tuple[str, ...] = ("square",)
+SQUARE_QUERIES = 5000  # Square's queries per image when the caller gives none (AutoAttack's)
+SQUARE_STEP = 2.0  # Square's change inside the square, in units of eps: lands on x0 +- eps
 APGD_INITIAL_STEP = 2.0  # APGD's initial step size, in units of eps (AutoAttack's)
 _APGD = dict(schedule="apgd", default_step=APGD_INITIAL_STEP, best=True)
 
@@ -116,6 +133,9 @@ ATTACKS: Dict[str, AttackSpec] = {spec.name: spec for spec in (
                **_APGD),
     AttackSpec("multitargeted", "MultiTargeted", "sign", default_loss="margin",
                targets=DEFAULT_TARGETS, **_APGD),
+    AttackSpec("square", "Square", "sign", schedule="square", default_step=SQUARE_STEP,
+               default_loss="margin", targeted_loss="xent", start="stripes",
+               default_steps=SQUARE_QUERIES),
 )}
 DAA_ATTACKS: Tuple[str, ...] = tuple(name for name, spec in ATTACKS.items() if spec.interacting)
 
