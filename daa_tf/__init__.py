@@ -9,17 +9,20 @@ import importlib
 from typing import Any
 
 _ATTACK_FUNCTIONS = ("fgsm", "rand_fgsm", "pgd", "momentum_pgd", "daa_blob", "daa_dgf", "apgd",
-                     "apgd_daa_blob", "apgd_daa_dgf", "multitargeted", "square", "attack")
+                     "apgd_daa_blob", "apgd_daa_dgf", "multitargeted", "apgd_t", "fab", "fab_t",
+                     "square", "attack")
 _EXPORTS = {
     **{name: "daa_tf.attacks" for name in _ATTACK_FUNCTIONS},
-    "strongest": "daa_tf.cascade", "autoattack": "daa_tf.cascade", "Stage": "daa_tf.stages", "run": "daa_tf.dispatch",
+    "strongest": "daa_tf.cascade", "autoattack": "daa_tf.cascade", "Stage": "daa_tf.stages",
+    "run": "daa_tf.dispatch",
     "RunResult": "daa_tf.results", "evaluate": "daa_tf.predict",
 }
 _SUBMODULES = (
-    "attacks", "batching", "cascade", "catalogue", "checks", "data", "describe", "device",
-    "dispatch", "distribute", "draws", "driver", "engine", "export", "files", "iterates", "losses",
-    "loop", "models", "particles", "predict", "projection", "recipes", "results", "schedules",
-    "settings", "specs", "squares", "stages", "stats", "steps", "targets", "training", "validation")
+    "attacks", "batching", "boundary", "cascade", "catalogue", "checks", "data", "describe",
+    "device", "dispatch", "distribute", "draws", "driver", "engine", "export", "files",
+    "iterates", "losses", "loop", "models", "particles", "predict", "projection", "recipes",
+    "results", "schedules", "settings", "specs", "squares", "stages", "stats", "steps", "targets",
+    "training", "validation")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """The public attack functions: FGSM / Rand+FGSM, PGD, momentum PGD, DAA-BLOB, DAA-DGF, APGD
-(with PGD's or DAA's directions), MultiTargeted and Square, on one batch.
+(with PGD's or DAA's directions), MultiTargeted, APGD-T, FAB, FAB-T and Square, on one batch.
 
 Every function has the same signature (:func:`attack`'s settings; a setting left None takes the
 attack's own default from its catalogue entry, :mod:`daa_tf.specs`) and runs ``steps`` steps
@@ -178,6 +178,21 @@ multitargeted = _public("multitargeted", """MultiTargeted (Gowal et al. 2019;
     worst case kept. Eager only. Other bases: any attack with ``targets=k``
     (``pgd(..., targets=9)``). Gradients per image: ``min(targets, C - 1) * (odi_steps +
     steps)``.""")
+apgd_t = _public("apgd_t", """APGD-T as AutoAttack runs it (docs/algorithms.md#apgd-t): APGD
+    toward each of the ``targets`` (default 9) most likely wrong classes in turn on the targeted
+    DLR loss (``loss="dlr"``), ``steps`` (default 100) per target, each run from AutoAttack's
+    random start (a point at L-inf distance ``eps``), the worst case kept. Eager only.""")
+fab = _public("fab", """FAB, untargeted, L-inf (Croce & Hein 2020; docs/algorithms.md#fab):
+    ``steps`` (default 100) projections onto the linearised boundary of the ``margin`` loss (the
+    largest wrong logit against the true one), overshoot 1.05, bias toward the clean point's
+    projection at most 0.1, a backward step of 0.9 toward ``x`` after each fooling point.
+    Returns each example's smallest fooling point found when it lies within ``eps``, else ``x``
+    itself (``step_size`` is not used; ``loss``: ``margin`` or ``dlr``). Starts at ``x`` (a
+    driver's later restarts: at random at ``eps / 2``).""")
+fab_t = _public("fab_t", """FAB-T as AutoAttack runs it (docs/algorithms.md#fab): FAB toward each of
+    the ``targets`` (default 9) most likely wrong classes in turn (the hyperplane of
+    ``z_t - z_y``), ``steps`` (default 100) per target, the first target's fooling point within
+    ``eps`` kept. Eager only.""")
 square = _public("square", """Square Attack (Andriushchenko et al. 2020), L-inf, as AutoAttack
     runs it (docs/algorithms.md#square): no gradient, ``steps`` queries (forward passes) per
     image, default 5000, the first on the start. From vertical stripes ``x0 +- eps`` (one sign

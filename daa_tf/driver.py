@@ -221,7 +221,7 @@ def _run(plan: _Plan, merged: Optional[Merged], restart: int, k: int, progress: 
         active = np.flatnonzero(~merged.fooled)
     if not len(active):  # every example fooled already
         return merged, active, np.zeros(0, bool), 0
-    x_r = engine.start_points(plan.cfg, tf.constant(plan.x0), run_seed).numpy()
+    x_r = engine.start_points(plan.cfg, tf.constant(plan.x0), run_seed, restart).numpy()
     labels = plan.y if plan.targets is None else target_pairs(plan.y, plan.targets, k)
     if plan.odi_cfg is not None:
         _odi_start(plan, active, x_r, run_seed, progress)

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from daa_tf import device, draws, losses, loop, squares
 from daa_tf.projection import random_start as draw_random_start
+from daa_tf.projection import sphere_start
 from daa_tf.schedules import SCHEDULES, Schedule
 from daa_tf.settings import AttackSettings, attack_settings
 from daa_tf.steps import RULES, StepRule
@@ -130,21 +131,24 @@ def example_keys(seed: tf.Tensor, n: Union[int, tf.Tensor]) -> tf.Tensor:
     return draws.example_keys(seed, n)
 
 
-# Random starts other than the uniform one, by the catalogue's key (daa_tf.specs.AttackSpec.start):
-# f(x0, eps, clip_min, clip_max, keys [N]) -> start points.
-STARTS = {"stripes": squares.stripes}
-
-
-def start_points(cfg: AttackConfig, x0: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """The starting points of a run on the set ``x0``: without ``random_start`` ``x0``; else
-    the attack's random start, ``proj(x0 + U(-eps, eps))`` or the start its catalogue entry
-    names (Square's vertical stripes, drawn from the keys of ``x0``'s rows)."""
+def start_points(cfg: AttackConfig, x0: tf.Tensor, seed: tf.Tensor, restart: int = 0
+                 ) -> tf.Tensor:
+    """The starting points of restart ``restart`` of a run on the set ``x0``: ``x0`` without a
+    random start (and at restart 0 of an attack whose spec says ``clean_first``: FAB), else the
+    spec's random start (``uniform``: ``proj(x0 + U(-eps, eps))``; ``sphere``: AutoAttack's
+    point at L-inf distance ``start_radius x eps``; docs/algorithms.md#projection-and-random-start;
+    ``stripes``: Square's vertical stripes, drawn from the keys of ``x0``'s rows,
+    docs/algorithms.md#square)."""
     s = cfg.settings
-    if not s.random_start:
+    spec = s.spec
+    if not s.random_start or (spec.clean_first and restart == 0):
         return x0
     eps, low, high = (tf.constant(v, x0.dtype) for v in (s.eps, s.clip_min, s.clip_max))
-    if s.spec.start != "uniform":
-        return STARTS[s.spec.start](x0, eps, low, high, example_keys(seed, tf.shape(x0)[0]))
+    if spec.start == "sphere":
+        return sphere_start(x0, tf.constant(spec.start_radius * s.eps, x0.dtype), eps, low, high,
+                            seed)
+    if spec.start == "stripes":
+        return squares.stripes(x0, eps, low, high, example_keys(seed, tf.shape(x0)[0]))
     return draw_random_start(x0, eps, low, high, seed)
 
 

@@ -10,10 +10,14 @@ that may change between calls (eps, step size, steps, box, seed-derived start, r
 parameters) enters as a tensor, so calls with the same input shapes never retrace.
 
 A schedule with ``needs_gradients`` False (a query-based attack) gets forward passes only.
-Query schedules may also ask for each example's success at every pass (``needs_success``), for
-per-example random keys (``random``: the loop's last argument ``keys`` ``[N]`` uint32, handed
-to the schedule as ``params["keys"]``), stop the loop early (``running``) and report the passes
-each example spent (``counts_queries``: the loop's outputs end with ``queries`` int32 ``[N]``).
+A schedule with ``owns_result`` (FAB) also reads the clean batch, ``eps``, the box and each
+pass's success from ``params``, and gives the loop's point itself
+(:meth:`~daa_tf.schedules.Schedule.result`) after one forward pass judges the last point.
+Query schedules may also read each pass's success (``needs_success``: ``params["fooled"]`` in
+``observe``), take per-example random keys (``random``: the loop's last argument ``keys``
+``[N]`` uint32, handed to the schedule as ``params["keys"]``), stop the loop early
+(``running``) and report the passes each example spent (``counts_queries``: the loop's outputs
+end with ``queries`` int32 ``[N]``).
 
 When neither the schedule nor best-iterate tracking reads loss values (PGD, FGSM, momentum PGD,
 DAA), the gradient pass is the gradient-only function of before, and the loop is op for op the
@@ -108,10 +112,14 @@ def _hooks(schedule: Schedule) -> Tuple[bool, bool, bool]:
 def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targeted: bool,
            jit_compile: bool, schedule: Schedule, best: bool) -> Callable[..., Any]:
     valued = best or schedule.needs_values
+    owns = schedule.owns_result
     wants_success, stops, counts = _hooks(schedule)
+    wants_success = wants_success or owns
 
     def steps_loop(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params, keys=None):
         model = get_model()
+        if owns:  # the schedule reads the ball's centre and radius and the box
+            params = {**params, "x0": x0, "eps": eps, "clip_min": clip_min, "clip_max": clip_max}
         if keys is not None:  # per-example keys of a random schedule, sharded with the examples
             params = {**params, "keys": keys}
         state = rule.init_state(x_start, params)
@@ -147,11 +155,9 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targ
             success = fooled(logits, y, targeted) if best or wants_success else None
             if best:
                 track = iterates.update(track, x, objective, success)
-            if wants_success:
-                x, grad, moves = schedule.observe(i, x, grad, objective, moves, params,
-                                                  success=success)
-            else:
-                x, grad, moves = schedule.observe(i, x, grad, objective, moves, params)
+            x, grad, moves = schedule.observe(
+                i, x, grad, objective, moves,
+                {**params, "fooled": success} if wants_success else params)
             v, state = rule.direction(grad, x, state, params)
             x, moves = schedule.step(i, x, v, moves, step_size, low, high, params)
             return i + 1, x, state, moves, track
@@ -163,6 +169,11 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targ
 
         _, x, _, moves, track = tf.while_loop(
             valued_cond, valued_body, (tf.constant(0, tf.int32), x_start, state, moves, track))
+        if owns:  # one forward pass judges the last point; the schedule gives the result
+            objective, logits, _ = value_function(model, loss_fn, y, targeted)(x)
+            x = schedule.result(x, objective, fooled(logits, y, targeted), moves, params)
+            if best:  # the best-iterate state is the result's own
+                track = iterates.init(x)
         counted = (schedule.queries(moves),) if counts else ()
         if not best:
             return (x,) + counted if counts else x

@@ -10,6 +10,8 @@ particle directions run under APGD's schedule unchanged.
   loss values, so the loop keeps its gradient-only pass.
 - :class:`APGD`: the step-size schedule of Croce & Hein (2020), with momentum, checkpoints and the
   restart from the best point (docs/algorithms.md#apgd).
+- :class:`daa_tf.boundary.FAB`: FAB's projections onto the linearised boundary, the smallest
+  fooling point kept (docs/algorithms.md#fab).
 - :class:`Square`: Square Attack's random search (docs/algorithms.md#square): forward passes
   only, one candidate per pass, kept when the loss improves.
 
@@ -22,6 +24,7 @@ from typing import Any, ClassVar, Dict, List, Protocol, Tuple, Type
 
 import tensorflow as tf
 
+from daa_tf.boundary import FAB
 from daa_tf import squares
 from daa_tf.specs import QUERY_SCHEDULES
 
@@ -44,18 +47,23 @@ class Schedule(Protocol):
     ``i`` (0-based) with the objective ``[N]`` the attack ascends (the loss, negated for targeted
     attacks). ``step(i, x, v, state, step_size, low, high, params) -> (x, state)``: the move along
     the direction ``v``, ``low``/``high`` the bounds of ``proj`` (ball and box).
-    ``params()``: the schedule's numbers, passed to the loop as tensors.
+    ``params()``: the schedule's numbers, passed to the loop as tensors. ``owns_result``: the
+    loop adds ``x0``, ``eps``, ``clip_min``, ``clip_max`` to the ``params`` the schedule sees,
+    and each pass's success ``fooled`` ``[N]`` to those of ``observe``; after the loop, one
+    forward pass judges the last point and ``result(x, objective, fooled, state, params)`` gives
+    the loop's point (FAB's smallest fooling point within ``eps``).
 
-    Optional hooks of query attacks (absent: False / not called): ``needs_success`` (observe
-    also gets ``success=`` bool ``[N]``, whether each example's point fools the model);
-    ``random`` (the loop takes per-example uint32 keys, ``params["keys"]`` ``[N]``, for
-    stateless draws: :mod:`daa_tf.draws`); ``running(state)`` (a scalar bool: the loop stops
-    early once it is False); ``counts_queries`` (the loop also returns ``queries(state)``,
-    int32 ``[N]``, the forward passes each example spent).
+    Optional hooks of query attacks (absent: False / not called): ``needs_success`` (the
+    ``params`` of ``observe`` hold ``fooled`` ``[N]``, whether each example's point fools the
+    model, as for ``owns_result``); ``random`` (the loop takes per-example uint32 keys,
+    ``params["keys"]`` ``[N]``, for stateless draws: :mod:`daa_tf.draws`); ``running(state)``
+    (a scalar bool: the loop stops early once it is False); ``counts_queries`` (the loop also
+    returns ``queries(state)``, int32 ``[N]``, the forward passes each example spent).
     """
 
     needs_values: ClassVar[bool]
     needs_gradients: ClassVar[bool]  # False: the loop's pass is a forward pass only (queries)
+    owns_result: ClassVar[bool]  # True: result() gives the loop's point (FAB)
 
     def params(self) -> Dict[str, float]: ...
 
@@ -68,6 +76,9 @@ class Schedule(Protocol):
     def step(self, i: tf.Tensor, x: tf.Tensor, v: tf.Tensor, state: State, step_size: tf.Tensor,
              low: tf.Tensor, high: tf.Tensor, params: Params) -> Tuple[tf.Tensor, State]: ...
 
+    def result(self, x: tf.Tensor, objective: tf.Tensor, fooled: tf.Tensor, state: State,
+               params: Params) -> tf.Tensor: ...
+
 
 @dataclasses.dataclass(frozen=True)
 class FixedStep:
@@ -75,6 +86,7 @@ class FixedStep:
 
     needs_values: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = True
+    owns_result: ClassVar[bool] = False
 
     def params(self) -> Dict[str, float]:
         return {}
@@ -132,6 +144,7 @@ class APGD:
 
     needs_values: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = True
+    owns_result: ClassVar[bool] = False
 
     def params(self) -> Dict[str, float]:
         return {"alpha": APGD_ALPHA, "rho": APGD_RHO}
@@ -205,6 +218,7 @@ class Square:
 
     needs_values: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = False
+    owns_result: ClassVar[bool] = False
     needs_success: ClassVar[bool] = True
     random: ClassVar[bool] = True
     counts_queries: ClassVar[bool] = True
@@ -217,8 +231,9 @@ class Square:
         return (x, tf.fill([n], tf.constant(-float("inf"), x.dtype)), tf.zeros([n], tf.bool),
                 tf.zeros([n], tf.int32), tf.cast(steps, tf.int32))
 
-    def observe(self, i, x, grad, objective, state, params, success=None):
+    def observe(self, i, x, grad, objective, state, params):
         x_kept, kept, done, queries, steps = state
+        success = params["fooled"]
         active = tf.logical_not(done)
         improved = tf.logical_and(active, tf.logical_or(tf.equal(i, 0), objective > kept))
         accept = tf.logical_or(improved, tf.logical_and(active, success))
@@ -250,6 +265,7 @@ class Square:
 
 
 # The schedules by their catalogue key (daa_tf.specs.AttackSpec.schedule).
-SCHEDULES: Dict[str, Type[Any]] = {"fixed": FixedStep, "apgd": APGD, "square": Square}
+SCHEDULES: Dict[str, Type[Any]] = {"fixed": FixedStep, "apgd": APGD, "fab": FAB,
+                                   "square": Square}
 if {k for k, v in SCHEDULES.items() if not v.needs_gradients} != set(QUERY_SCHEDULES):
     raise ImportError("daa_tf.specs.QUERY_SCHEDULES must name the schedules without gradients")

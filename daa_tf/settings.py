@@ -165,12 +165,14 @@ def attack_settings(attack: str, *, eps: float, step_size: Optional[float] = Non
 
     FGSM and Rand+FGSM take exactly one step, of ``step_size`` (default ``eps``); Rand+FGSM always
     starts at random (``random_start=False`` is refused). APGD-scheduled attacks start with
-    ``step_size`` ``2 eps``. DAA's ``c`` defaults per loss, its ``particles`` to
+    ``step_size`` ``2 eps``. ``steps`` defaults to the attack's (100 for APGD-T, FAB and
+    FAB-T; the others need it). DAA's ``c`` defaults per loss, its ``particles`` to
     :data:`~daa_tf.specs.DEFAULT_PARTICLES`; momentum's ``decay`` to
     :data:`~daa_tf.specs.DEFAULT_DECAY`; settings of another attack's step rule (``c`` for PGD)
     are ignored. ``init="odi"`` (or ``odi_steps > 0``) adds the ODI start, ``odi_steps`` default
     :data:`~daa_tf.specs.DEFAULT_ODI_STEPS`. ``targets`` defaults to the attack's (9 for
-    MultiTargeted, else 0) and excludes ``targeted``; ``best`` defaults to the attack's.
+    MultiTargeted, APGD-T and FAB-T, else 0) and excludes ``targeted``; ``best`` defaults to
+    the attack's.
     Square (docs/algorithms.md#square): ``steps`` are queries (default 5000), ``step_size``
     the change inside a square (default ``2 eps``), the loss ``margin`` (``xent`` when
     targeted, as AutoAttack's), the random start its vertical stripes, no ODI start.
@@ -179,6 +181,9 @@ def attack_settings(attack: str, *, eps: float, step_size: Optional[float] = Non
     if loss is None:
         loss = spec.targeted_loss if targeted and spec.targeted_loss else spec.default_loss
     check_loss(loss)
+    if spec.losses is not None and isinstance(loss, str) and loss not in spec.losses:
+        raise ValueError(f"{attack} moves to the zero set of its loss, the decision boundary "
+                         f"only for {' or '.join(spec.losses)}: got loss {loss!r}")
     if spec.forced_start and random_start is False:
         raise ValueError(f"{attack} always starts at random: random_start=False is {attack} "
                          "without its random step; use fgsm for that")
@@ -208,10 +213,10 @@ def _step_settings(spec: AttackSpec, eps: Any, step_size: Any, steps: Any
             raise ValueError(f"{spec.name} takes exactly one step, got steps={steps}: use pgd "
                              "for more")
         steps = 1
-    if steps is None:
-        steps = spec.default_steps
     if step_size is None:
         step_size = default_step_size(spec.name, eps)
+    if steps is None:
+        steps = spec.default_steps
     if step_size is None or steps is None:
         missing = [name for name, v in (("step_size", step_size), ("steps", steps)) if v is None]
         raise MissingSetting(f"{spec.name} needs the setting(s) {missing}")

@@ -46,6 +46,11 @@ DIRECTIONS: Dict[str, Direction] = {d.name: d for d in (
 )}
 
 
+# The laws of a random start (docs/algorithms.md#projection-and-random-start): PGD's uniform one
+# and AutoAttack's point on the L-inf sphere (APGD-T, FAB); Square's vertical stripes.
+STARTS: Tuple[str, ...] = ("uniform", "sphere", "stripes")
+
+
 @dataclasses.dataclass(frozen=True)
 class AttackSpec:
     """One attack of the catalogue.
@@ -56,14 +61,19 @@ class AttackSpec:
     ``apgd``: docs/algorithms.md#apgd). ``one_step``: exactly one step (FGSM).
     ``default_step``: the step size in units of ``eps`` when the caller gives none (None: the
     caller must). ``random_start``: the default, or forced with ``forced_start`` (Rand+FGSM).
-    ``default_loss``: the loss when the caller gives none. ``default_c``: DAA's constant per
+    ``start``: the random start's law, a key of :data:`STARTS` (``uniform``: ``proj(X0 +
+    U(-eps, eps))``; ``sphere``: AutoAttack's point at L-inf distance ``start_radius x eps``;
+    ``stripes``: Square's vertical stripes, docs/algorithms.md#square);
+    ``clean_first``: restart 0 starts at ``X0`` and later restarts at random (FAB's restarts;
+    docs/algorithms.md#fab). ``default_steps``: the steps (a query attack's queries) when the
+    caller gives none (None: the caller must).
+    ``default_loss``: the loss when the caller gives none; ``losses``: the loss names the attack
+    accepts (None: every one; FAB: the margins, whose zero set is the decision boundary).
+    ``default_c``: DAA's constant per
     loss; ``c_per_unit_range``: ``c`` is stated for a unit pixel range and scaled by
     ``1 / (clip_max - clip_min)^2`` (DGF). ``targets``: the default number of target classes
     (MultiTargeted, docs/algorithms.md#multitargeted; 0: an ordinary attack). ``best``: whether
     the attack returns its best iterate by default (docs/algorithms.md#best-iterates).
-    ``start``: what the random start is (``uniform``: ``proj(x0 + U(-eps, eps))``;
-    ``stripes``: Square's vertical stripes, docs/algorithms.md#square). ``default_steps``: the
-    steps (queries for a query attack) when the caller gives none (None: the caller must).
     ``targeted_loss``: the default loss of the targeted attack when it differs from
     ``default_loss``.
     """
@@ -76,13 +86,16 @@ class AttackSpec:
     default_step: Optional[float] = None
     random_start: bool = True
     forced_start: bool = False
+    start: str = "uniform"
+    start_radius: float = 1.0
+    clean_first: bool = False
+    default_steps: Optional[int] = None
     default_loss: str = "xent"
+    losses: Optional[Tuple[str, ...]] = None
     default_c: Mapping[str, float] = dataclasses.field(default_factory=dict)
     c_per_unit_range: bool = False
     targets: int = 0
     best: bool = False
-    start: str = "uniform"
-    default_steps: Optional[int] = None
     targeted_loss: Optional[str] = None
 
     @property
@@ -118,6 +131,12 @@ SQUARE_QUERIES = 5000  # Square's queries per image when the caller gives none (
 SQUARE_STEP = 2.0  # Square's change inside the square, in units of eps: lands on x0 +- eps
 APGD_INITIAL_STEP = 2.0  # APGD's initial step size, in units of eps (AutoAttack's)
 _APGD = dict(schedule="apgd", default_step=APGD_INITIAL_STEP, best=True)
+AUTOATTACK_STEPS = 100  # AutoAttack's iterations per run (APGD-T and FAB-T, per target class)
+FAB_START_RADIUS = 0.5  # FAB's random restarts: a point at L-inf distance eps / 2
+# FAB (docs/algorithms.md#fab): its step size is not used (1 eps, only so that settings hold one).
+_FAB = dict(schedule="fab", default_step=1.0, start="sphere", start_radius=FAB_START_RADIUS,
+            clean_first=True, default_steps=AUTOATTACK_STEPS, default_loss="margin",
+            losses=("margin", "dlr"))
 
 ATTACKS: Dict[str, AttackSpec] = {spec.name: spec for spec in (
     AttackSpec("fgsm", "FGSM", "sign", one_step=True, default_step=1.0, random_start=False),
@@ -133,10 +152,16 @@ ATTACKS: Dict[str, AttackSpec] = {spec.name: spec for spec in (
                **_APGD),
     AttackSpec("multitargeted", "MultiTargeted", "sign", default_loss="margin",
                targets=DEFAULT_TARGETS, **_APGD),
+    AttackSpec("apgd_t", "APGD-T", "sign", default_loss="dlr", targets=DEFAULT_TARGETS,
+               start="sphere", default_steps=AUTOATTACK_STEPS, **_APGD),
+    AttackSpec("fab", "FAB", "sign", **_FAB),
+    AttackSpec("fab_t", "FAB-T", "sign", targets=DEFAULT_TARGETS, **_FAB),
     AttackSpec("square", "Square", "sign", schedule="square", default_step=SQUARE_STEP,
                default_loss="margin", targeted_loss="xent", start="stripes",
                default_steps=SQUARE_QUERIES),
 )}
+if any(spec.start not in STARTS for spec in ATTACKS.values()):
+    raise ImportError(f"a catalogue entry names a start outside {STARTS}")
 DAA_ATTACKS: Tuple[str, ...] = tuple(name for name, spec in ATTACKS.items() if spec.interacting)
 
 

@@ -1,5 +1,5 @@
-"""Smoke test of the benchmark suite: minimal sizes, structure only (never timings); the authors'
-baseline computes the paper's BLOB direction."""
+"""Smoke tests of the benchmark suite (benchmarks/): minimal sizes, structure only (never timings),
+every section including training; the authors' baseline computes the paper's BLOB direction."""
 import json
 import sys
 
@@ -272,3 +272,31 @@ def test_contender_lists_and_the_art_helpers(monkeypatch):
     assert made == {"model": "net", "nb_classes": 10, "input_shape": (28, 28, 1),
                     "clip_values": (0.0, 1.0), "optimizer": "adam"}
     assert loss.get_config()["from_logits"] is True
+
+
+def test_training_section_runs_and_reports(shared, tmp_path, capsys):
+    """``python -m benchmarks.run --sections training`` at minimal sizes: structure only, never
+    timings (its outcome part trains on the shared MNIST)."""
+    path = tmp_path / "training.json"
+    bench.main(["--sections", "training", "--batch", "4", "--training-batch", "4",
+                "--training-steps", "1", "--training-block", "1", "--training-repeats", "1",
+                "--training-contenders", "bare,fit", "--training-outcome-steps", "2",
+                "--training-eval-examples", "8", "--training-eval-steps", "1",
+                "--json", str(path)])
+    saved = json.loads(path.read_text())
+    assert set(saved) == {"meta", "training"}
+    assert saved["meta"]["command"].startswith("python -m benchmarks.run --sections training")
+    rows = saved["training"]
+    assert [(row["part"], row["contender"]) for row in rows] == [
+        ("speed", "bare"), ("speed", "fit"), ("outcome", "fit")]
+    speed, outcome = rows[:2], rows[2]
+    assert speed[0]["vs_bare"] == 1.0 and speed[1]["s_per_step"] > 0
+    for row in speed:
+        assert row["batch"] == 4 and row["steps"] == 1 and row["eps"] == 0.3
+        assert row["cpu_s_per_step"] > 0 and len(row["repeats_s_per_step"]) == 1
+    assert outcome["train_steps"] == 2 and outcome["test_examples"] == 8
+    assert 0 <= outcome["pgd_accuracy"] <= 1 and 0 <= outcome["natural_accuracy"] <= 1
+    printed = capsys.readouterr().out
+    assert "## training:" in printed
+    for _, header, _ in bench.SECTIONS["training"].columns:
+        assert header in printed

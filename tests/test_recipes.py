@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from daa_tf import recipes, training
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 TINY_FILTERS = (4, 4, 8, 16)
 

@@ -186,15 +186,15 @@ def test_observe_keeps_a_candidate_iff_its_loss_improves_or_it_fools():
     objective = tf.constant([2.0, 1.0, 0.5, 0.5, 9.0])
     success = tf.constant([False, False, False, True, True])
     _, _, (kept_x, kept, done, queries, _) = sq.observe(tf.constant(4), x, x, objective, state,
-                                                         {}, success=success)
+                                                         {"fooled": success})
     np.testing.assert_array_equal(kept_x.numpy()[:, 0], [1, 0, 0, 1, 0])  # strict; or fooled
     np.testing.assert_array_equal(kept.numpy(), [2.0, 1.0, 1.0, 1.0, 1.0])
     np.testing.assert_array_equal(done.numpy(), [False, False, False, True, True])
     np.testing.assert_array_equal(queries.numpy(), [4, 4, 4, 4, 2])  # a done example: not counted
     # the start (i = 0) is always kept
     fresh = sq.init_state(x_kept, 0.2, tf.constant(10), {})
-    _, _, (kept_x, kept, *_rest) = sq.observe(tf.constant(0), x, x, -objective, fresh, {},
-                                              success=tf.zeros([5], tf.bool))
+    _, _, (kept_x, kept, *_rest) = sq.observe(tf.constant(0), x, x, -objective, fresh,
+                                              {"fooled": tf.zeros([5], tf.bool)})
     np.testing.assert_array_equal(kept_x.numpy(), x.numpy())
     np.testing.assert_array_equal(kept.numpy(), -objective.numpy())
 

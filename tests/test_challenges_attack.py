@@ -1,71 +1,35 @@
 """The generic runner ``python -m challenges.attack``: every model kind and data kind end to end
-(subprocesses on tens of images), resume after SIGTERM, the files it writes, the refusals of
-settings and paths (subprocesses, before any model is loaded); in process, the resolution of
-``--model``/``--data`` and the refusals of model outputs (probabilities, too few classes)."""
+(subprocesses on tens of images), the files it writes, the refusals of settings and paths
+(subprocesses, before any model is loaded); in process, the resolution of ``--model``/``--data``
+(challenges.model_source, challenges.data_source) and the refusals of model outputs
+(probabilities, too few classes). Its resume after SIGTERM is tested with the challenge runners'
+(tests/test_challenges_runner.py)."""
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict
 
 import numpy as np
 import pytest
 
 from challenges import runner
 from challenges.resolve import SetupError
-from tests.test_challenges import interrupt_once_saved
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                   os.environ.get("PYTHONPATH")]))}
-TIMEOUT = 300
-NUM_IMAGES = 64
-
-# A small DAA-BLOB run with restarts enough that a SIGTERM lands between two of them.
-DAA = {"attack": "daa_blob", "particles": 16, "steps": 4, "steps_per_round": 2, "restarts": 40,
-       "batch_size": 32, "seed": 5, "epsilon": 0.1, "clip_min": 0, "clip_max": 1, "verbose": 0}
-
-
-def command(options: Dict[str, object]) -> List[str]:
-    return [sys.executable, "-m", "challenges.attack"] + [f"--{k}={v}" for k, v in options.items()]
+from tests.helpers import ENV, GENERIC_IMAGES as NUM_IMAGES, REPO_ROOT, TIMEOUT, run_module
+from tests.helpers import generic_net as net
 
 
 def run_attack(options: Dict[str, object], cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
     """``python -m challenges.attack`` with ``options``; output captured as text."""
-    return subprocess.run(command(options), cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=TIMEOUT)
-
-
-def net(outputs: int = 10, activation: Optional[str] = None, shape=(28, 28, 1)):
-    """A small Keras classifier of ``shape`` images (fixed weights)."""
-    import keras
-
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input(shape)
-    hidden = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
-    return keras.Model(inputs, keras.layers.Dense(outputs, activation=activation)(hidden))
+    return run_module("challenges.attack", options, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> Dict[str, Path]:
-    """uint8 images ``[64, 28, 28, 1]`` with labels in an .npz; .keras models (logits,
-    probabilities, 5 classes); a SavedModel exported by Keras."""
-    folder = tmp_path_factory.mktemp("generic")
-    rng = np.random.default_rng(0)
-    np.savez(folder / "data.npz", x=rng.integers(0, 256, (NUM_IMAGES, 28, 28, 1), np.uint8),
-             y=rng.integers(0, 10, NUM_IMAGES))
-    paths = {"data": folder / "data.npz", "logits": folder / "logits.keras",
-             "probabilities": folder / "probabilities.keras", "five": folder / "five.keras",
-             "saved_model": folder / "saved_model"}
-    net().save(paths["logits"])
-    net(activation="softmax").save(paths["probabilities"])
-    net(outputs=5).save(paths["five"])
-    net().export(str(paths["saved_model"]), verbose=False)
-    return paths
+def files(generic_files) -> Dict[str, Path]:
+    """The runner's input files (tests.helpers.write_generic_files)."""
+    return generic_files
 
 
 def npz_images(files: Dict[str, Path], scale: float = 1 / 255) -> np.ndarray:
@@ -82,12 +46,9 @@ def assert_in_ball_and_box(x_adv: np.ndarray, x: np.ndarray, eps: float, lo: flo
 
 
 @pytest.fixture(scope="module")
-def baseline(files, tmp_path_factory):
+def baseline(generic_baseline):
     """One uninterrupted DAA-BLOB run of the .keras model on the .npz: ``(process, output)``."""
-    output = tmp_path_factory.mktemp("baseline") / "adv.npy"
-    done = run_attack({"model": files["logits"], "data": files["data"], **DAA, "output": output})
-    assert done.returncode == 0, done.stderr
-    return done, output
+    return generic_baseline
 
 
 # --------------------------------------------------------------------------- model kinds
@@ -189,26 +150,6 @@ def test_tfds_data_when_prepared_locally(shared, tmp_path):
     assert "uint8 pixels / 255" in done.stderr and "reshaped" in done.stderr
     x_adv = np.load(output)
     assert x_adv.shape == (10, 28, 28, 1) and 0 <= x_adv.min() and x_adv.max() <= 1
-
-
-# ------------------------------------------------------------------------------ resume
-
-
-def test_an_interrupted_run_resumes_to_the_uninterrupted_result(baseline, files, tmp_path):
-    _, expected = baseline
-    output = tmp_path / "adv.npy"
-    state = Path(runner.state_path(str(output)))
-    options = {"model": files["logits"], "data": files["data"], **DAA, "output": output}
-    returncode, err = interrupt_once_saved(command(options), state, signal.SIGTERM)
-    assert returncode == 130, err
-    assert not output.exists() and not Path(f"{output}.json").exists() and state.exists()
-    assert "interrupted" in err and "python -m challenges.attack" in err and "--resume" in err
-
-    done = run_attack({**options, "resume": True})
-    assert done.returncode == 0, done.stderr
-    assert "(earlier run)" in done.stderr
-    assert np.array_equal(np.load(output), np.load(expected))
-    assert json.loads(Path(f"{output}.json").read_text())["restarts_resumed"] >= 1
 
 
 # ---------------------------------------------------------------------------- refusals

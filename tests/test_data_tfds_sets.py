@@ -1,4 +1,5 @@
-"""The tensorflow-datasets path of :mod:`daa_tf.data`, end to end and without a network.
+"""The tensorflow-datasets path of :mod:`daa_tf.data` (daa_tf.data.tfds_sets), end to end and
+without a network.
 
 Without ``data_dir`` the loaders fetch the ORIGINAL files with tfds's download manager, from the
 URLs of tfds's own builders, and parse them in the files' order (``tfds.load`` would return tfds's
@@ -32,8 +33,8 @@ import numpy as np
 import pytest
 
 from daa_tf import data
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CHILD_TIMEOUT = 180  # seconds; the whole child takes ~6 s on 2 idle cores
 OFFLINE_LIMIT = 30  # seconds for the offline error (tfds's own 10 retries back off for minutes)
 

@@ -1,37 +1,24 @@
-"""APGD (docs/algorithms.md#apgd) against the NumPy reference written after AutoAttack's own loop,
-and its composition with DAA's directions."""
+"""The APGD schedule (docs/algorithms.md#apgd; daa_tf.schedules) against the NumPy reference
+written after AutoAttack's own loop, its composition with DAA's directions, and APGD through the
+driver."""
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 import daa_tf
 from daa_tf import attacks, loop, schedules
+from daa_tf import engine
 from daa_tf.losses import get_loss
 from tests import numpy_reference as ref
+from tests.helpers import DENSE_N as N
+from tests.helpers import DENSE_SHAPE as SHAPE
 
-N, SHAPE, CLASSES, EPS = 12, (4, 4, 1), 6, 0.04
-
-
-def dense_model() -> keras.Model:
-    """z = tanh(x W1 + b1) W2 + b2 on [N, 4, 4, 1] images (its gradient is NumPy's too)."""
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input(SHAPE)
-    h = keras.layers.Flatten()(inputs)
-    h = keras.layers.Dense(8, activation="tanh")(h)
-    return keras.Model(inputs, keras.layers.Dense(CLASSES)(h))
-
-
-def dense_batch(model: keras.Model, seed: int):
-    """``N`` random images in [0.2, 0.8] and the model's own predictions as labels."""
-    rng = np.random.default_rng(seed)
-    x0 = rng.uniform(0.2, 0.8, (N,) + SHAPE).astype(np.float32)
-    return x0, model(x0).numpy().argmax(axis=1)
+EPS = 0.04
 
 
 @pytest.fixture(scope="module")
-def model():
-    return dense_model()
+def model(dense):
+    return dense
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +44,8 @@ def tf_value_grad(model, y, loss):
 
 
 def raw_apgd(model, x0, y, start, steps, loss="xent", **kw):
-    cfg = attacks.make_config("apgd", eps=EPS, steps=steps, loss=loss, random_start=False, **kw)
-    out = attacks.run_loop(model, cfg, tf.constant(x0), tf.constant(y, tf.int32),
+    cfg = engine.make_config("apgd", eps=EPS, steps=steps, loss=loss, random_start=False, **kw)
+    out = engine.run_loop(model, cfg, tf.constant(x0), tf.constant(y, tf.int32),
                            tf.constant(start))
     return [t.numpy() for t in out]
 
@@ -128,7 +115,7 @@ def test_daa_direction_under_apgd(model, data):
     kw = dict(eps=EPS, steps=12, random_start=False, x_init=start, particles=4)
     # c = 0: DAA's direction is the gradient, bit for bit
     np.testing.assert_array_equal(
-        attacks.apgd(model, x0, y, direction="daa_blob", c=0.0, **kw).numpy(),
+        attacks.apgd_daa_blob(model, x0, y, c=0.0, **kw).numpy(),
         attacks.apgd(model, x0, y, eps=EPS, steps=12, random_start=False, x_init=start).numpy())
     # c != 0: the NumPy APGD with the NumPy DAA direction (float64 kernel)
     for kind, c in (("blob", 5.0), ("dgf", -0.5)):
@@ -137,7 +124,7 @@ def test_daa_direction_under_apgd(model, data):
             return v.reshape(x.shape)
         expected = ref.apgd_run(tf_value_grad(model, y, "xent"), x0, start, EPS, 12,
                                 direction=direction)
-        ours = attacks.apgd(model, x0, y, direction=f"daa_{kind}", c=c, **kw).numpy()
+        ours = attacks.attack(f"apgd_daa_{kind}", model, x0, y, c=c, **kw).numpy()
         assert np.mean(ours == expected["x_best"]) > 0.97
         plain = attacks.apgd(model, x0, y, eps=EPS, steps=12, random_start=False,
                              x_init=start).numpy()
@@ -146,22 +133,16 @@ def test_daa_direction_under_apgd(model, data):
 
 def test_the_catalogue_attacks_and_their_defaults(model, data):
     x0, y, _ = data
-    cfg = attacks.make_config("apgd", eps=0.1, steps=10)
+    cfg = engine.make_config("apgd", eps=0.1, steps=10)
     assert cfg.settings.step_size == pytest.approx(0.2) and cfg.best
     assert isinstance(cfg.schedule, schedules.APGD)
-    assert not attacks.make_config("pgd", eps=0.1, step_size=0.01, steps=10).best
-    blob = attacks.make_config("apgd_daa_blob", eps=0.1, steps=10, particles=4)
+    assert not engine.make_config("pgd", eps=0.1, step_size=0.01, steps=10).best
+    blob = engine.make_config("apgd_daa_blob", eps=0.1, steps=10, particles=4)
     assert blob.interacting and blob.params["c"] == 1.1 and blob.params["alpha"] == 0.75
-    with pytest.raises(ValueError, match="unknown direction"):
-        attacks.apgd(model, x0, y, eps=EPS, steps=2, direction="momentum")
-
-
-def test_no_retrace_when_numbers_change(model, data):
-    x0, y, _ = data
-    for eps, steps in ((0.1, 3), (0.2, 7), (0.3, 20)):
-        attacks.apgd(model, x0, y, eps=eps, steps=steps, seed=0)
-    cfg = attacks.make_config("apgd", eps=0.1, steps=1)
-    assert attacks.compiled_steps(model, cfg).experimental_get_tracing_count() == 1
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['direction'\]"):
+        attacks.apgd(model, x0, y, eps=EPS, steps=2, direction="momentum")  # apgd_daa_* instead
+    with pytest.raises(TypeError, match=r"does not read \['decay'\]"):
+        attacks.apgd(model, x0, y, eps=EPS, steps=2, decay=0.5)
 
 
 def test_driver_runs_apgd_as_one_uninterrupted_call(model, data):
@@ -178,12 +159,12 @@ def test_driver_runs_daa_under_apgd_in_one_round(model, data):
     """DAA under APGD: one permutation per restart, all steps in one call per batch."""
     x0, y, _ = data
     kw = dict(eps=EPS, steps=7, particles=4, c=5.0)
-    cfg = attacks.make_config("apgd_daa_blob", **kw)
-    start = attacks.start_points(cfg, tf.constant(x0), attacks.seed_tensor(2, 0)).numpy()
+    cfg = engine.make_config("apgd_daa_blob", **kw)
+    start = engine.start_points(cfg, tf.constant(x0), engine.seed_tensor(2, 0)).numpy()
     perm = np.random.default_rng([2, 0]).permutation(N)
     x = start.copy()
-    x[perm] = attacks.apgd(model, x0[perm], y[perm], direction="daa_blob", x_init=start[perm],
-                           random_start=False, **kw).numpy()
+    x[perm] = attacks.apgd_daa_blob(model, x0[perm], y[perm], x_init=start[perm],
+                                    random_start=False, **kw).numpy()
     result = daa_tf.run(model, x0, y, attack="apgd_daa_blob", seed=2, steps_per_round=3,
                         batch_size=4, verbose=0, **kw)
     np.testing.assert_array_equal(result.x_adv, x)

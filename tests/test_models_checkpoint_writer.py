@@ -1,5 +1,6 @@
-"""TF1 checkpoints in the released layouts: names, round trips through the loaders (and TF1's own
-Saver), optimizer state, atomic writes and the kept-checkpoint policy."""
+"""TF1 checkpoints in the released layouts (daa_tf.models.checkpoint_writer): names, round trips
+through the loaders (and TF1's own Saver), optimizer state, atomic writes and the kept-checkpoint
+policy."""
 import os
 
 import keras
@@ -13,8 +14,9 @@ from daa_tf.models import (checkpoint_writer as cw, load_daa_fashion_mnist, load
 from daa_tf.models.daa_fashion_mnist import build_daa_fashion_mnist
 from daa_tf.models.madry_cifar10 import ResNetConfig, build_madry_cifar10
 from daa_tf.models.madry_mnist import build_madry_mnist
+from tests.helpers import tiny_resnet
 
-TINY_RESNET = ResNetConfig(filters=(4, 4, 8, 16), units_per_stage=1)
+TINY_RESNET = tiny_resnet()
 
 
 def shapes_of(prefix) -> dict:

@@ -1,20 +1,23 @@
-"""The ODI start (docs/algorithms.md#odi): the same loop with the loss ``w . logits``, then the
-attack's own steps, against NumPy."""
+"""The ODI start (docs/algorithms.md#odi; daa_tf.attacks today, the planned daa_tf.engine): the
+same loop with the loss ``w . logits``, then the attack's own steps, against NumPy."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import daa_tf
 from daa_tf import attacks, loop, losses
+from daa_tf import engine
 from tests import numpy_reference as ref
-from tests.test_apgd import CLASSES, N, dense_batch, dense_model
+from tests.helpers import DENSE_CLASSES as CLASSES
+from tests.helpers import DENSE_N as N
+from tests.helpers import dense_batch
 
 EPS, STEP = 0.1, 0.02
 
 
 @pytest.fixture(scope="module")
-def model():
-    return dense_model()
+def model(dense):
+    return dense
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +26,12 @@ def data(model):
 
 
 def test_odi_weights_are_uniform_per_example_and_stateless():
-    seed = attacks.seed_tensor(7, 0)
-    w = attacks.odi_weights(seed, 500, 10).numpy()
+    seed = engine.seed_tensor(7, 0)
+    w = engine.odi_weights(seed, 500, 10).numpy()
     assert w.shape == (500, 10) and w.min() >= -1 and w.max() < 1
     assert abs(w.mean()) < 0.05 and 0.3 < w.std() < 0.65  # U[-1, 1): std 0.577
-    np.testing.assert_array_equal(w, attacks.odi_weights(seed, 500, 10).numpy())
-    assert not np.array_equal(w, attacks.odi_weights(attacks.seed_tensor(7, 1), 500, 10).numpy())
+    np.testing.assert_array_equal(w, engine.odi_weights(seed, 500, 10).numpy())
+    assert not np.array_equal(w, engine.odi_weights(engine.seed_tensor(7, 1), 500, 10).numpy())
     # not the random start's draw
     start_noise = tf.random.stateless_uniform([500, 10], seed=seed, minval=-1.0, maxval=1.0)
     assert not np.array_equal(w, start_noise.numpy())
@@ -39,10 +42,10 @@ def test_odi_then_pgd_matches_numpy(model, data):
     then PGD's steps (the loop's gradient)."""
     x0, y = data
     seed = 5
-    cfg = attacks.make_config("pgd", eps=EPS, step_size=STEP, steps=4)
-    seed_t = attacks.seed_tensor(seed)
-    x = attacks.start_points(cfg, tf.constant(x0), seed_t).numpy()
-    w = attacks.odi_weights(seed_t, N, CLASSES).numpy()
+    cfg = engine.make_config("pgd", eps=EPS, step_size=STEP, steps=4)
+    seed_t = engine.seed_tensor(seed)
+    x = engine.start_points(cfg, tf.constant(x0), seed_t).numpy()
+    w = engine.odi_weights(seed_t, N, CLASSES).numpy()
     weights = [v.numpy() for v in model.weights]
     for _ in range(2):
         g = ref.dense_input_gradient(weights, x, w.astype(np.float64))
@@ -57,7 +60,7 @@ def test_odi_then_pgd_matches_numpy(model, data):
                        init="odi").numpy()
     np.testing.assert_array_equal(ours, x)
     # the ODI steps moved the points, and so the attack's result
-    start = attacks.start_points(cfg, tf.constant(x0), seed_t).numpy()
+    start = engine.start_points(cfg, tf.constant(x0), seed_t).numpy()
     assert np.mean(after_odi != start) > 0.9
     plain = attacks.pgd(model, x0, y, eps=EPS, step_size=STEP, steps=4, seed=seed).numpy()
     assert not np.array_equal(ours, plain)

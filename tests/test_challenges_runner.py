@@ -1,55 +1,25 @@
-"""The challenge runners end to end: ``python -m challenges.<name>`` in a subprocess (repo root as
-cwd) on the shared fixtures, checked with ``python -m challenges.eval``."""
-import os
+"""The challenge runners end to end (challenges.runner behind ``python -m challenges.<name>``, and
+the generic ``challenges.attack`` where they share a path: interruption and resume) in subprocesses
+(repo root as cwd) on the shared fixtures, checked with ``python -m challenges.eval``; the flags'
+choices, the registry's defaults and the offline refusals in process."""
+import json
 import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict
 
 import numpy as np
 import pytest
 
 from challenges import fetch_model, registry, resolve, runner, submission
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-TIMEOUT = 300
+from tests.helpers import (ENV, GENERIC_DAA, REPO_ROOT, command, evaluated_accuracy,
+                           final_accuracy, interrupt_once_saved, mnist_fixtures, run_module)
 
 # A small DAA-BLOB run: 200 MNIST images, 10 steps, 3 restarts, groups of 100.
 MNIST_DAA = {"attack": "daa_blob", "num_examples": 200, "steps": 10, "restarts": 3,
              "particles": 100, "seed": 3}
-
-
-def command(module: str, options: Dict[str, object]) -> List[str]:
-    """``python -m module --key=value ...``."""
-    return [sys.executable, "-m", module] + [f"--{k}={v}" for k, v in options.items()]
-
-
-def run_module(module: str, options: Dict[str, object], **kwargs) -> subprocess.CompletedProcess:
-    """Runs ``python -m module`` with ``options`` from the repo root; output captured as text."""
-    return subprocess.run(command(module, options), cwd=REPO_ROOT, env=kwargs.pop("env", ENV),
-                          capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
-
-
-def mnist_fixtures(shared: Path) -> Dict[str, object]:
-    return {"model_dir": shared / "models/mnist/adv_trained", "data_dir": shared / "data/mnist"}
-
-
-def final_accuracy(log: str) -> float:
-    """The runner's ``final accuracy: 93.50%``."""
-    found = re.findall(r"final accuracy: (\d+\.\d\d)%", log)
-    assert len(found) == 1, log
-    return float(found[0])
-
-
-def evaluated_accuracy(stdout: str) -> float:
-    """The evaluator's ``Accuracy: 93.50%`` line."""
-    found = re.findall(r"^Accuracy: (\d+\.\d\d)%$", stdout, flags=re.M)
-    assert len(found) == 1, stdout
-    return float(found[0])
 
 
 def assert_evaluator_agrees(challenge: str, output: Path, fixtures: Dict[str, object],
@@ -131,45 +101,48 @@ def test_a_targeted_challenge_refuses_the_cascade():
     assert runner._targeted(registry.CHALLENGES["mnist"], settings) is settings
 
 
-@pytest.mark.slow
-def interrupt_once_saved(args: List[str], state: Path, sig: int) -> Tuple[int, str]:
-    """Starts ``args``, sends ``sig`` once the resumable ``state`` exists (after the first
-    restart); returns the exit status and stderr."""
-    proc = subprocess.Popen(args, cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert state.exists(), "no state file after the first restart"
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, err
-
-
-def test_an_interrupted_run_resumes_to_the_uninterrupted_result(mnist_run, shared, tmp_path):
-    expected, _ = mnist_run
+def _mnist_resume_case(request, tmp_path):
+    """The MNIST runner, SIGINT (Ctrl-C), over an old output file it must leave untouched."""
+    shared = request.getfixturevalue("shared")
+    expected, _ = request.getfixturevalue("mnist_run")
     output = tmp_path / "attack.npy"
+    np.save(output, np.zeros(3))
+    return "challenges.mnist", {**MNIST_DAA, **mnist_fixtures(shared), "output": output}, \
+        signal.SIGINT, expected
+
+
+def _generic_resume_case(request, tmp_path):
+    """The generic runner, SIGTERM, no output file before."""
+    files = request.getfixturevalue("generic_files")
+    _, expected = request.getfixturevalue("generic_baseline")
+    return "challenges.attack", {"model": files["logits"], "data": files["data"], **GENERIC_DAA,
+                                 "output": tmp_path / "adv.npy"}, signal.SIGTERM, expected
+
+
+@pytest.mark.parametrize("case", [_mnist_resume_case, _generic_resume_case],
+                         ids=["mnist", "generic"])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(request, tmp_path, case):
+    """A signal once the first restart's state is saved: exit status 130, the output as it was,
+    the state kept and the command to resume logged; ``--resume`` then writes the uninterrupted
+    run's file and removes the state."""
+    module, options, sig, expected = case(request, tmp_path)
+    output = options["output"]
     state = Path(runner.state_path(str(output)))
-    options = {**MNIST_DAA, **mnist_fixtures(shared), "output": output}
-    np.save(output, np.zeros(3))  # an old file: the interrupted run must leave it untouched
-    old = output.read_bytes()
-    returncode, err = interrupt_once_saved(command("challenges.mnist", options), state,
-                                           signal.SIGINT)
+    old = output.read_bytes() if output.exists() else None
+    returncode, err = interrupt_once_saved(command(module, options), state, sig)
     assert returncode == 130, err
-    assert output.read_bytes() == old and state.exists()
-    assert "interrupted" in err and "--resume" in err
+    assert (output.read_bytes() if output.exists() else None) == old and state.exists()
+    assert not Path(f"{output}.json").exists()
+    assert "interrupted" in err and f"python -m {module}" in err and "--resume" in err
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
-    done = run_module("challenges.mnist", {**options, "resume": True})
+    done = run_module(module, {**options, "resume": True})
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stderr and "(earlier run)" in done.stderr
     assert np.array_equal(np.load(output), np.load(expected))
     assert not state.exists()
+    if module == "challenges.attack":  # the generic runner's summary beside the output
+        assert json.loads(Path(f"{output}.json").read_text())["restarts_resumed"] >= 1
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""InputConv2D: the same layer as keras Conv2D, with the input gradient computed another way."""
+"""InputConv2D (daa_tf.models.layers): the same layer as keras Conv2D, with the input gradient
+computed another way."""
 import numpy as np
 import pytest
 import keras

@@ -1,37 +1,15 @@
-"""NIPS 2017 competition images (images.csv + images/<ImageId>.png): values, order, every error."""
-from pathlib import Path
-
+"""NIPS 2017 competition images (daa_tf.data.nips17: images.csv + images/<ImageId>.png): values,
+order, every error."""
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from daa_tf.data import DataNotFoundError, Nips17, load_nips17
-
-HEADER = ["ImageId", "URL", "x1", "y1", "x2", "y2", "y3", "x3", "y4", "x4", "TrueLabel",
-          "TargetClass", "OriginalLandingURL", "License", "Author", "AuthorProfileURL"]
-IDS = ["0c7ac4a8c9dfa802", "2c1c1ee4a0c3a4f2", "36b1e4f5c3a8dc11", "8a4ba97ee1bd1f2c"]
-LABELS = [1, 306, 1000, 43]
-TARGETS = [1000, 2, 512, 43]
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    path.write_bytes(tf.io.encode_png(image).numpy())
-
-
-def csv_line(image_id: str, label, target) -> str:
-    return ",".join([image_id, "https://example.org/x.jpg", "0", "0", "1", "1", "1", "0", "0",
-                     "1", str(label), str(target), "", "CC BY 2.0", "someone", ""])
-
-
-def make_nips17(folder: Path, images: np.ndarray, lines=None, header=HEADER) -> Path:
-    """A development-set folder: images.csv (``lines``: data rows) and images/<id>.png."""
-    (folder / "images").mkdir(parents=True)
-    for image_id, image in zip(IDS, images):
-        write_png(folder / "images" / f"{image_id}.png", image)
-    if lines is None:
-        lines = [csv_line(i, y, t) for i, y, t in zip(IDS, LABELS, TARGETS)]
-    (folder / "images.csv").write_text("\n".join([",".join(header), *lines]) + "\n")
-    return folder
+from tests.helpers import NIPS17_HEADER as HEADER
+from tests.helpers import NIPS17_IDS as IDS
+from tests.helpers import NIPS17_LABELS as LABELS
+from tests.helpers import NIPS17_TARGETS as TARGETS
+from tests.helpers import layout_dir, make_nips17, write_png
+from tests.helpers import nips17_csv_line as csv_line
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +18,7 @@ def random_images() -> np.ndarray:
 
 
 def test_reads_the_fixture_images_exactly(shared, tmp_path):
-    inputs = np.load(shared / "models" / "imagenet" / "ens_adv_inception_resnet_v2_layout"
-                     / "inputs.npy")
+    inputs = np.load(layout_dir(shared) / "inputs.npy")
     data = load_nips17(make_nips17(tmp_path, inputs))
     assert isinstance(data, Nips17)
     assert data.x.dtype == np.float32 and data.x.shape == (4, 299, 299, 3)

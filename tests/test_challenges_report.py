@@ -1,4 +1,4 @@
-"""challenges.report: the paper's table, McNemar, results.json, figures, resume.
+"""The report (challenges.report): the paper's table, McNemar, results.json, figures, resume.
 
 The quick report runs the real CLI on the shared MNIST model (100 examples, 5 steps); the
 synthetic tests use a tiny linear model, so that the table/JSON path also runs where neither the
@@ -21,10 +21,9 @@ import pytest
 from challenges import report
 from challenges.report import plots
 from daa_tf import catalogue
+from tests.helpers import REPO_ROOT
 
 ATTACK_LABELS = {name: catalogue.label(name) for name in catalogue.RUNNABLE}
-
-REPO = Path(__file__).resolve().parents[1]
 KEYS = [f"{a}/{l}" for l in ("xent", "cw") for a in
         ("rand_fgsm", "pgd", "momentum_pgd", "daa_blob", "daa_dgf")]
 QUICK = ["--challenge=mnist", "--num_examples=100", "--steps=5", "--step_size=0.05",
@@ -47,7 +46,7 @@ NO_MPL_LAUNCHER = ("import runpy, sys\n"
 def _cli(args, no_matplotlib=False):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     head = ["-c", NO_MPL_LAUNCHER] if no_matplotlib else ["-m", "challenges.report"]
-    return subprocess.run([sys.executable, *head, *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, *head, *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
 
 

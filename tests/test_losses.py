@@ -1,5 +1,7 @@
-"""The DLR loss, its targeted form, the margins and the forms toward a target, against NumPy
-(docs/algorithms.md#dlr, #margin, #losses-toward-a-target)."""
+"""The losses (daa_tf.losses): DLR, its targeted form, the margins and the forms toward a target,
+against NumPy (docs/algorithms.md#dlr, #margin, #losses-toward-a-target), and their names."""
+import importlib.util
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -21,7 +23,17 @@ def logits():
 def test_the_catalogue_names_the_new_losses():
     assert {"dlr", "margin"} <= set(catalogue.LOSSES)
     assert catalogue.LOSS_LABELS["dlr"] == "DLR"
-    assert set(losses.LOSS_FUNCTIONS) == set(catalogue.LOSSES) == set(losses.TARGET_FORMS)
+    assert set(losses.TARGET_FORMS) == set(catalogue.LOSSES)
+
+
+def test_a_loss_the_catalogue_names_but_losses_lacks_fails_the_import(monkeypatch):
+    """daa_tf.losses checks on import that it implements the catalogue's loss names (so comparing
+    LOSS_FUNCTIONS with the catalogue after the import could not fail): a fresh copy of the module
+    must refuse to load when the catalogue it reads names one more loss."""
+    monkeypatch.setattr(losses.catalogue, "LOSSES", losses.catalogue.LOSSES + ("hinge",))
+    spec = importlib.util.spec_from_file_location("daa_tf_losses_copy", losses.__file__)
+    with pytest.raises(ImportError, match="the catalogue names"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 def test_dlr_matches_numpy(logits):

@@ -1,11 +1,12 @@
-"""Inception-ResNet-v2 port: slim's logits and aux logits on the shared layout's recipe checkpoint.
+"""Inception-ResNet-v2 port (daa_tf.models.inception_resnet_v2): slim's logits and aux logits on
+the shared layout's recipe checkpoint.
 
 The shared folder ``models/imagenet/ens_adv_inception_resnet_v2_layout`` holds the 908 slim
 variable names and shapes, four images and the logits of the original TF-slim graph with every
-variable filled by a seeded recipe. The recipe checkpoint (~240 MB) is written once per session.
+variable filled by a seeded recipe. The recipe checkpoint (~240 MB) is written once per session
+(the ``recipe_checkpoint`` fixture of tests/conftest.py).
 """
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,59 +14,12 @@ import tensorflow as tf
 
 from daa_tf.models import LOADERS, inception_resnet_v2, load_ens_adv_inception_resnet_v2
 from daa_tf.models import load_model
-
-CKPT_NAME = "ens_adv_inception_resnet_v2.ckpt"
-
-
-def layout_dir(shared: Path) -> Path:
-    return shared / "models" / "imagenet" / "ens_adv_inception_resnet_v2_layout"
-
-
-def recipe_value(k: int, shape, kind: str) -> np.ndarray:
-    """The README's recipe for the k-th variable of variables.json."""
-    u = np.random.default_rng(k).random(shape)
-    if kind == "weights":
-        return ((2 * u - 1) * np.sqrt(6 / np.prod(shape[:-1]))).astype(np.float32)
-    if kind in ("biases", "beta", "moving_mean"):
-        return ((2 * u - 1) * 0.1).astype(np.float32)
-    if kind == "moving_variance":
-        return (0.5 + u).astype(np.float32)
-    raise ValueError(f"unknown kind {kind!r}")
-
-
-def save_v2(prefix: Path, tensors: dict, full_shapes: dict = None) -> None:
-    """Write a TF1 name-based (V2 format) checkpoint, keys = the given names, no state file.
-
-    ``full_shapes[name]``: store only the ``[0:1, ..]`` slice of a variable of that full shape
-    (the index records the full shape; such a checkpoint is for layout checks only).
-    """
-    full_shapes = full_shapes or {}
-    names = sorted(tensors)
-    specs = [" ".join(map(str, full_shapes[n])) + " " + ":".join(["0,1"] * len(full_shapes[n]))
-             if n in full_shapes else "" for n in names]
-    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=specs,
-                      tensors=[tensors[n] for n in names])
+from tests.helpers import CKPT_NAME, layout_dir, save_v2
 
 
 @pytest.fixture(scope="module")
 def layout(shared):
     return json.loads((layout_dir(shared) / "variables.json").read_text())["variables"]
-
-
-@pytest.fixture(scope="module")
-def recipe_checkpoint(layout, tmp_path_factory) -> Path:
-    """The recipe's 908 variables + ``global_step`` + an Adam slot, as the release's files."""
-    folder = tmp_path_factory.mktemp("ens_adv_irv2")
-    tensors = {v["name"]: tf.constant(recipe_value(k, v["shape"], v["kind"]))
-               for k, v in enumerate(layout)}
-    tensors["global_step"] = tf.constant(np.int64(123456))
-    tensors["InceptionResnetV2/Logits/Logits/biases/Adam"] = tf.zeros([1001])
-    save_v2(folder / CKPT_NAME, tensors)
-    del tensors
-    (folder / "checkpoint").unlink(missing_ok=True)  # the release ships no state file
-    assert sorted(p.name for p in folder.iterdir()) == [f"{CKPT_NAME}.data-00000-of-00001",
-                                                       f"{CKPT_NAME}.index"]
-    return folder / CKPT_NAME
 
 
 @pytest.fixture(scope="module")

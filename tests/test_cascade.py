@@ -1,39 +1,26 @@
-"""The strongest-first cascade (docs/algorithms.md#strongest)."""
+"""The strongest-first cascade (docs/algorithms.md#strongest; daa_tf.cascade) above the driver.
+Its resume is tested with the driver's (tests/test_driver.py), its stages in
+tests/test_stages.py."""
 import numpy as np
 import pytest
 
 import daa_tf
-from daa_tf import cascade, catalogue
-from tests.test_apgd import N, SHAPE, dense_model
+from daa_tf import catalogue
+from tests.helpers import dense_batch
 
 EPS = 0.04
 
 
 @pytest.fixture(scope="module")
-def model():
-    return dense_model()
+def model(dense):
+    return dense
 
 
 @pytest.fixture(scope="module")
 def data(model):
-    rng = np.random.default_rng(61)
-    x0 = rng.uniform(0.2, 0.8, (N,) + SHAPE).astype(np.float32)
-    y = model(x0).numpy().argmax(axis=1)
+    x0, y = dense_batch(model, 61)
     y[0] = (y[0] + 1) % 6  # one example misclassified before any attack
     return x0, y
-
-
-def test_default_stages_fit_the_budget():
-    for budget, classes in ((1000, 10), (100, 10), (57, 6), (2, 10), (1, 2)):
-        stages = cascade.default_stages(budget, classes)
-        assert 0 < sum(stage.gradients(classes) for stage in stages) <= budget
-    stages = cascade.default_stages(1000)
-    assert [s.gradients(10) for s in stages] == [100] * 10
-    assert [s.attack for s in stages[:3]] == ["apgd", "apgd_daa_blob", "apgd_daa_dgf"]
-    assert stages[4].settings == {"loss": "margin", "init": "odi", "steps": 98}
-    assert all(s.settings["loss"] != "dlr" for s in cascade.default_stages(1000, 2))
-    assert len(cascade.default_stages(35)) == 1  # stages of at least 50 gradients
-    assert [s.settings["steps"] for s in cascade.default_stages(120)] == [60, 60]
 
 
 def test_cascade_keeps_the_worst_case_within_the_budget(model, data):
@@ -82,7 +69,7 @@ def test_run_takes_the_cascade_by_name_and_by_settings(model, data):
         assert other.restart_accuracies == direct.restart_accuracies
 
 
-def test_restarts_repeat_the_cascade_and_resume_exactly(model, data, tmp_path):
+def test_restarts_repeat_the_cascade(model, data):
     x0, y = data
     settings = catalogue.cascade_settings(eps=EPS, budget=7, stages=STAGES)
     whole = daa_tf.run(model, x0, y, settings, restarts=2, seed=5, verbose=0)
@@ -90,34 +77,14 @@ def test_restarts_repeat_the_cascade_and_resume_exactly(model, data, tmp_path):
     assert whole.restart_accuracies == sorted(whole.restart_accuracies, reverse=True)
     once = daa_tf.run(model, x0, y, settings, restarts=1, seed=5, verbose=0)
     assert whole.restart_accuracies[:2] == once.restart_accuracies
-    # interrupted after the third stage, then resumed: the uninterrupted result
-    state = tmp_path / "state.npz"
-
-    def stop_after_third(index, accuracy, seconds):
-        if index == 2:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        daa_tf.run(model, x0, y, settings, restarts=2, seed=5, verbose=0, state_path=str(state),
-                   on_restart=stop_after_third)
-    resumed = daa_tf.run(model, x0, y, settings, restarts=2, seed=5, verbose=0,
-                         state_path=str(state), resume=True)
-    np.testing.assert_array_equal(resumed.x_adv, whole.x_adv)
-    assert resumed.restart_accuracies == whole.restart_accuracies
-    assert len(resumed.restart_seconds) == 1  # only the fourth stage ran in this call
-    with pytest.raises(ValueError, match="different run"):
-        daa_tf.run(model, x0, y, settings, restarts=2, seed=6, verbose=0,
-                   state_path=str(state), resume=True)
 
 
 def test_the_cascade_refuses_what_it_cannot_do(model, data):
     x0, y = data
-    with pytest.raises(ValueError, match="untargeted cascade"):
-        catalogue.cascade_settings(eps=EPS).replace(targeted=True)
     with pytest.raises(ValueError, match="always stops early"):
         daa_tf.run(model, x0, y, "strongest", eps=EPS, budget=7, stages=STAGES, early_stop=False)
-    with pytest.raises(ValueError, match="multiple of particles"):
-        daa_tf.run(model, x0, y, "strongest", eps=EPS, budget=30, batch_size=50)
-    with pytest.raises(ValueError, match="Stage"):
-        catalogue.cascade_settings(eps=EPS, stages=[("pgd", {"steps": 3})])
-    with pytest.raises(ValueError, match="cascade of attacks"):
-        catalogue.get_spec("strongest")
+    # batches of whole groups only when a stage is DAA (budget 30: one APGD stage, any batch)
+    assert daa_tf.cascade.cascade_settings(eps=EPS, budget=30).batch_multiple is None
+    with pytest.raises(ValueError, match=r"multiple of particles \(4\)"):
+        daa_tf.run(model, x0, y, "strongest", eps=EPS, batch_size=6, verbose=0,
+                   stages=[daa_tf.Stage("apgd_daa_blob", {"steps": 2, "particles": 4})])

@@ -1,5 +1,6 @@
-"""The evaluator (``python -m challenges.eval``) and the submission checks it shares with the
-runners: every refusal, its tolerances, and a valid file scored as the library scores it."""
+"""The evaluator (``python -m challenges.eval``) and the submission checks
+(challenges.submission) it shares with the runners: every refusal, its tolerances, and a valid
+file scored as the library scores it."""
 import os
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 from challenges import submission
 from challenges.registry import CHALLENGES
-from tests.test_challenges import evaluated_accuracy, mnist_fixtures, run_module
+from tests.helpers import evaluated_accuracy, mnist_fixtures, run_module
 
 MNIST = CHALLENGES["mnist"].format
 CIFAR = CHALLENGES["cifar10"].format

@@ -2,28 +2,21 @@
 layout fixture's four images and the recipe checkpoint (random weights), the PNG output, the
 targets, and ``challenges.eval --challenge=imagenet``; the targets, rounding and flags in process.
 """
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import pytest
 
 from challenges import imagenet, registry, resolve, runner, submission
 from daa_tf import catalogue
-from tests.test_imagenet_model import CKPT_NAME, layout_dir, recipe_value, save_v2
-from tests.test_nips17 import IDS, LABELS, make_nips17
+from tests.helpers import ENV, REPO_ROOT, command, layout_dir, make_nips17
+from tests.helpers import NIPS17_IDS as IDS
+from tests.helpers import NIPS17_LABELS as LABELS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
 EPS = 2.0 / 255
-
-
-def command(module: str, options: Dict[str, object]) -> List[str]:
-    return [sys.executable, "-m", module] + [f"--{k}={v}" for k, v in options.items()]
 
 
 def start(module: str, options: Dict[str, object]) -> subprocess.Popen:
@@ -148,21 +141,11 @@ def test_target_flag_and_its_refusals():
 # ------------------------------------------------------------------------- end to end (slow)
 
 @pytest.fixture(scope="module")
-def nips17(shared, tmp_path_factory) -> Dict[str, Path]:
-    """A NIPS 2017 folder of the fixture's four images and the recipe checkpoint (~240 MB)."""
-    import json
-
-    import tensorflow as tf
-
-    layout = layout_dir(shared)
-    inputs = np.load(layout / "inputs.npy")
+def nips17(shared, recipe_checkpoint, tmp_path_factory) -> Dict[str, Path]:
+    """A NIPS 2017 folder of the fixture's four images, and the recipe checkpoint's folder."""
+    inputs = np.load(layout_dir(shared) / "inputs.npy")
     data = make_nips17(tmp_path_factory.mktemp("nips17"), inputs)
-    variables = json.loads((layout / "variables.json").read_text())["variables"]
-    model_dir = tmp_path_factory.mktemp("ens_adv_irv2")
-    save_v2(model_dir / CKPT_NAME, {v["name"]: tf.constant(recipe_value(k, v["shape"], v["kind"]))
-                                    for k, v in enumerate(variables)})
-    (model_dir / "checkpoint").unlink(missing_ok=True)
-    return {"data_dir": data, "model_dir": model_dir, "inputs": inputs}
+    return {"data_dir": data, "model_dir": recipe_checkpoint.parent, "inputs": inputs}
 
 
 def clean_least_likely(model_dir: Path, x: np.ndarray) -> np.ndarray:
