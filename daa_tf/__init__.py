@@ -10,7 +10,7 @@ from typing import Any
 
 _ATTACK_FUNCTIONS = ("fgsm", "rand_fgsm", "pgd", "momentum_pgd", "daa_blob", "daa_dgf", "apgd",
                      "apgd_daa_blob", "apgd_daa_dgf", "multitargeted", "apgd_t", "fab", "fab_t",
-                     "attack")
+                     "square", "attack")
 _EXPORTS = {
     **{name: "daa_tf.attacks" for name in _ATTACK_FUNCTIONS},
     "strongest": "daa_tf.cascade", "autoattack": "daa_tf.cascade", "Stage": "daa_tf.stages",
@@ -19,10 +19,10 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "attacks", "batching", "boundary", "cascade", "catalogue", "checks", "data", "describe",
-    "device", "dispatch", "distribute", "driver", "engine", "export", "files", "iterates",
-    "losses", "loop", "models", "particles", "predict", "projection", "recipes", "results",
-    "schedules", "settings", "specs",
-    "stages", "stats", "steps", "targets", "training", "validation")
+    "device", "dispatch", "distribute", "draws", "driver", "engine", "export", "files",
+    "iterates", "losses", "loop", "models", "particles", "predict", "projection", "recipes",
+    "results", "schedules", "settings", "specs", "squares", "stages", "stats", "steps", "targets",
+    "training", "validation")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """The public attack functions: FGSM / Rand+FGSM, PGD, momentum PGD, DAA-BLOB, DAA-DGF, APGD
-(with PGD's or DAA's directions), MultiTargeted, APGD-T, FAB and FAB-T, on one batch.
+(with PGD's or DAA's directions), MultiTargeted, APGD-T, FAB, FAB-T and Square, on one batch.
 
 Every function has the same signature (:func:`attack`'s settings; a setting left None takes the
 attack's own default from its catalogue entry, :mod:`daa_tf.specs`) and runs ``steps`` steps
@@ -61,7 +61,8 @@ def attack(name: str, model: loop.Model, x: Any, y: Any, *, x_init: Any = None,
     else:
         start = engine.start_points(cfg, x0, seed_t)
     start = engine.odi_start(model, cfg, x0, start, seed_t)
-    return engine.points(cfg, engine.run_loop(model, cfg, x0, y_t, start))
+    keys = engine.example_keys(seed_t, tf.shape(x0)[0]) if cfg.random else None
+    return engine.points(cfg, engine.run_loop(model, cfg, x0, y_t, start, keys=keys))
 
 
 def _check_inputs(model: loop.Model, x: Any, y: Any, x_init: Any, clip_min: float,
@@ -192,6 +193,16 @@ fab_t = _public("fab_t", """FAB-T as AutoAttack runs it (docs/algorithms.md#fab)
     the ``targets`` (default 9) most likely wrong classes in turn (the hyperplane of
     ``z_t - z_y``), ``steps`` (default 100) per target, the first target's fooling point within
     ``eps`` kept. Eager only.""")
+square = _public("square", """Square Attack (Andriushchenko et al. 2020), L-inf, as AutoAttack
+    runs it (docs/algorithms.md#square): no gradient, ``steps`` queries (forward passes) per
+    image, default 5000, the first on the start. From vertical stripes ``x0 +- eps`` (one sign
+    per column and channel; ``random_start=False``: from ``x0``), each query tries the kept
+    point with one random square (side from AutoAttack's schedule, ``p_init = 0.8``) moved by
+    ``step_size`` (default ``2 eps``: every pixel of the square to ``x0 +- eps``, a random sign
+    per channel) and keeps it when the loss strictly improves (``margin``; targeted: ``xent``
+    toward the target) or the model is fooled; a fooled example stops. Draws are per example
+    and stateless (the seed and the example's row), so batching and devices do not change
+    them. The driver (``daa_tf.run``) reports the queries spent per image.""")
 
 # The public function of every catalogue attack, by name.
 ATTACK_FUNCTIONS: Dict[str, Callable[..., tf.Tensor]] = {

@@ -9,7 +9,7 @@ every runner takes ``--attack=strongest``. Restarts repeat the whole cascade (ne
 examples still classified correctly; the state is saved after every stage.
 """
 import time
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -67,15 +67,16 @@ def _check_model(model: loop.Model, x0: np.ndarray, y: np.ndarray, classes: int,
 
 def _stage(model: loop.Model, merged: Merged, x0: np.ndarray, y: np.ndarray,
            settings: CascadeSettings, stage: Stage, seed: int, batch: int,
-           given_batch: Optional[int], run_kwargs: dict) -> float:
+           given_batch: Optional[int], run_kwargs: dict) -> Tuple[float, float]:
     """One stage on the examples ``merged`` has not fooled, merged in place (the first point
-    that fools an example is kept, else the highest margin). Returns the gradients spent.
+    that fools an example is kept, else the highest margin). Returns the gradients and the
+    queries (a query attack's forward passes) spent.
     ``batch``: the whole set's batch, which every stage of independent examples keeps (shapes
     from :func:`daa_tf.batching.bucket`, no retrace per stage); a DAA stage takes
     ``given_batch`` (the caller's, a whole number of its groups; None: its default)."""
     rows = np.flatnonzero(~merged.fooled)
     if not len(rows):
-        return 0.0
+        return 0.0, 0.0
     interacting = ATTACKS[stage.attack].interacting
     result = driver.run(model, x0[rows], y[rows], stage.attack, restarts=stage.restarts,
                         seed=seed, eps=settings.eps, clip_min=settings.clip_min,
@@ -85,7 +86,7 @@ def _stage(model: loop.Model, merged: Merged, x0: np.ndarray, y: np.ndarray,
     pred, score, _ = evaluate(model, result.x_adv, y[rows], "margin", batch,
                               settings.jit_compile)
     merged.update(rows, result.x_adv, score, pred != y[rows])
-    return result.gradients_mean * len(rows)
+    return result.gradients_mean * len(rows), result.queries_mean * len(rows)
 
 
 def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: int = 1,
@@ -108,7 +109,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
     running accuracy; ``on_stage(index, stage, accuracy, seconds)`` likewise, with the stage.
     The result's ``restart_accuracies`` / ``restart_seconds`` hold one entry per stage,
     ``gradients_per_image`` is ``restarts x`` the stages' budgets, ``gradients_mean`` the
-    gradients spent per image in this call.
+    gradients spent per image in this call; ``queries_per_image`` / ``queries_mean`` likewise
+    for the query stages (Square).
     """
     x0 = validation.as_batch(x, np.float32, "x")
     y = np.asarray(y)
@@ -130,12 +132,14 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
     run_kwargs = dict(verbose=verbose, steps_per_round=steps_per_round,
                       **({"strategy": strategy} if strategy is not None else {}))
     seconds: List[float] = []
-    spent = 0.0
+    spent = queried = 0.0
     for index in range(done, restarts * len(stages)):
         started = time.perf_counter()
         stage = stages[index % len(stages)]
-        spent += _stage(model, merged, x0, y, settings, stage, stage_seed(seed, index), batch,
-                        batch_size, run_kwargs)
+        spent_here, queried_here = _stage(model, merged, x0, y, settings, stage,
+                                          stage_seed(seed, index), batch, batch_size, run_kwargs)
+        spent += spent_here
+        queried += queried_here
         merged.restart_accuracies.append(merged.accuracy)
         if state_path:
             merged.save(state_path, key)
@@ -153,7 +157,9 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
     return RunResult(x_adv=merged.x, accuracy=float(np.mean(correct)), correct=correct,
                      restart_accuracies=list(merged.restart_accuracies), restart_seconds=seconds,
                      gradients_per_image=restarts * sum(s.gradients(classes) for s in stages),
-                     gradients_mean=spent / len(x0), clean_accuracy=clean, stage_labels=labels)
+                     gradients_mean=spent / len(x0),
+                     queries_per_image=restarts * sum(s.queries(classes) for s in stages),
+                     queries_mean=queried / len(x0), clean_accuracy=clean, stage_labels=labels)
 
 
 def autoattack(model: loop.Model, x: Any, y: Any, *, eps: float, version: str = "standard",

@@ -47,22 +47,23 @@ def round_lengths(steps: int, steps_per_round: int) -> List[int]:
 
 def _loop_outputs(model: loop.Model, cfg: engine.AttackConfig, strategy: Any,
                   x0: np.ndarray, labels: np.ndarray, x_start: np.ndarray, steps: int,
-                  batch_size: int) -> Tuple[np.ndarray, ...]:
-    """One compiled-loop call on one (global) batch: the last iterate, and with ``cfg.best`` the
-    best-iterate state ``(x_best, objective, fooled)``, as NumPy. On one device, a short batch of
-    independent examples is padded to its :func:`~daa_tf.batching.bucket` (DAA's groups are never
-    padded)."""
+                  batch_size: int, keys: Optional[np.ndarray] = None) -> Tuple[np.ndarray, ...]:
+    """One compiled-loop call on one (global) batch: the last iterate, with ``cfg.best`` the
+    best-iterate state ``(x_best, objective, fooled)``, then with ``cfg.counts_queries`` the
+    queries per example, as NumPy (:func:`daa_tf.engine.outputs`). ``keys``: the rows' keys
+    (a random schedule's). On one device, a short batch of independent examples is padded to
+    its :func:`~daa_tf.batching.bucket` (DAA's groups are never padded)."""
     if strategy is None:
         n = len(x0)
         size = n if cfg.interacting else bucket(n, batch_size)
-        x0, labels, x_start = padded([x0, labels, x_start], size)
-        out = engine.run_loop(model, cfg, tf.constant(x0), tf.constant(labels),
-                              tf.constant(x_start), steps=steps)
-        return tuple(t.numpy()[:n] for t in out) if cfg.best else (out.numpy()[:n],)
+        arrays = padded([x0, labels, x_start] + ([] if keys is None else [keys]), size)
+        out = engine.run_loop(model, cfg, *(tf.constant(a) for a in arrays[:3]), steps=steps,
+                              keys=None if keys is None else tf.constant(arrays[3]))
+        return tuple(t.numpy()[:n] for t in engine.outputs(cfg, out))
     # one batch of batch_size per replica, computed as above
     out = distribute.run_loop(strategy, model, cfg, x0, labels, x_start, steps=steps,
-                              shard_size=batch_size)
-    return out if cfg.best else (out,)
+                              shard_size=batch_size, keys=keys)
+    return engine.outputs(cfg, out)
 
 
 @dataclasses.dataclass
@@ -95,9 +96,16 @@ class _Plan:
 
     @property
     def per_run(self) -> int:
-        """Model gradients per image and run (the ODI start's and the attack's steps)."""
+        """Model passes per image and run (the ODI start's and the attack's steps): the
+        progress bar's image-steps."""
         s = self.cfg.settings
         return s.odi_steps + s.steps
+
+    @property
+    def gradients_per_run(self) -> int:
+        """Model gradients per image and run (a query attack's steps are forward passes)."""
+        s = self.cfg.settings
+        return s.odi_steps + (s.steps if self.cfg.gradients else 0)
 
     @property
     def stride(self) -> int:
@@ -168,11 +176,14 @@ def _odi_start(plan: _Plan, active: np.ndarray, x_r: np.ndarray, run_seed: tf.Te
 
 
 def _attack_rounds(plan: _Plan, active: np.ndarray, x_r: np.ndarray, labels: np.ndarray,
-                   rng: np.random.Generator, progress: Progress) -> np.ndarray:
+                   rng: np.random.Generator, progress: Progress, keys: Optional[np.ndarray]
+                   ) -> Tuple[np.ndarray, int]:
     """The attack's rounds over the ``active`` examples (DAA: each round on a new permutation),
-    ``x_r`` updated in place; returns each example's result: the last iterate, or its best one
-    with ``best``."""
+    ``x_r`` updated in place; returns each example's result (the last iterate, or its best one
+    with ``best``) and the queries a query attack spent (0 for the others). ``keys``: the
+    whole set's keys of a random schedule (None otherwise)."""
     cfg = plan.cfg
+    spent = 0
     tracked = None
     if cfg.best:
         tracked = (x_r.copy(), np.full(plan.n, -np.inf, np.float32), np.zeros(plan.n, bool))
@@ -183,22 +194,25 @@ def _attack_rounds(plan: _Plan, active: np.ndarray, x_r: np.ndarray, labels: np.
             order = rng.permutation(plan.n) if len(active) == plan.n else rng.permutation(active)
         for idx in batches(order, plan.stride):
             out = _loop_outputs(plan.model, cfg, plan.strategy, plan.x0[idx], labels[idx],
-                                x_r[idx], length, plan.batch_size)
+                                x_r[idx], length, plan.batch_size,
+                                None if keys is None else keys[idx])
             x_r[idx] = out[0]
+            if cfg.counts_queries:
+                spent += int(out[-1].sum())
             if tracked is not None:
                 state = [part[idx] for part in tracked]
-                iterates.merge(*state, *out[1:])
+                iterates.merge(*state, *out[1:4])
                 for part, value in zip(tracked, state):
                     part[idx] = value
             progress.advance(len(idx) * length)
-    return tracked[0] if tracked is not None else x_r
+    return (tracked[0] if tracked is not None else x_r), spent
 
 
 def _run(plan: _Plan, merged: Optional[Merged], restart: int, k: int, progress: Progress
-         ) -> Tuple[Merged, np.ndarray, np.ndarray]:
+         ) -> Tuple[Merged, np.ndarray, np.ndarray, int]:
     """Run ``k`` (the ``k``-th target class; 0 without targets) of restart ``restart`` from its
-    own start, merged into the worst case. Returns the merged state, the examples attacked and
-    which of them this run fooled."""
+    own start, merged into the worst case. Returns the merged state, the examples attacked,
+    which of them this run fooled and the queries it spent (a query attack's)."""
     s = plan.cfg.settings
     restart_seed = engine.seed_tensor(plan.seed, restart)
     run_seed = engine.target_seed(restart_seed, k) if s.targets else restart_seed
@@ -206,13 +220,14 @@ def _run(plan: _Plan, merged: Optional[Merged], restart: int, k: int, progress: 
     if plan.early and merged is not None:
         active = np.flatnonzero(~merged.fooled)
     if not len(active):  # every example fooled already
-        return merged, active, np.zeros(0, bool)
+        return merged, active, np.zeros(0, bool), 0
     x_r = engine.start_points(plan.cfg, tf.constant(plan.x0), run_seed, restart).numpy()
     labels = plan.y if plan.targets is None else target_pairs(plan.y, plan.targets, k)
     if plan.odi_cfg is not None:
         _odi_start(plan, active, x_r, run_seed, progress)
     rng = np.random.default_rng([plan.seed, restart] + ([k] if s.targets else []))
-    x_r = _attack_rounds(plan, active, x_r, labels, rng, progress)
+    keys = engine.example_keys(run_seed, plan.n).numpy() if plan.cfg.random else None
+    x_r, queries = _attack_rounds(plan, active, x_r, labels, rng, progress, keys)
     y = plan.y[active]
     pred, loss, _ = evaluate(plan.model, x_r[active], y, s.loss, plan.batch_size,
                              plan.cfg.jit_compile)
@@ -222,24 +237,25 @@ def _run(plan: _Plan, merged: Optional[Merged], restart: int, k: int, progress: 
         merged = Merged(x_r, score, success.copy(), [])
     else:
         merged.update(active, x_r[active], score, success)
-    return merged, active, success
+    return merged, active, success, queries
 
 
 def _restart(plan: _Plan, merged: Optional[Merged], restart: int, progress: Progress
-             ) -> Tuple[Merged, float, int]:
+             ) -> Tuple[Merged, float, int, int]:
     """Restart ``restart``: every run (one per target class), merged into the worst case.
     Returns the merged state, this restart's accuracy (with early stop, examples an earlier
-    restart fooled count as fooled) and the model gradients spent."""
+    restart fooled count as fooled), the model gradients and the queries spent."""
     fooled = np.zeros(plan.n, bool)
-    spent = 0
+    spent = queries = 0
     for k in range(plan.runs):
         if plan.early and merged is not None:
             fooled |= merged.fooled
-        merged, active, success = _run(plan, merged, restart, k, progress)
+        merged, active, success, queried = _run(plan, merged, restart, k, progress)
         fooled[active] |= success
-        spent += len(active) * plan.per_run
+        spent += len(active) * plan.gradients_per_run
+        queries += queried
         progress.advance((plan.n - len(active)) * plan.per_run)
-    return merged, float(np.mean(~fooled)), spent
+    return merged, float(np.mean(~fooled)), spent, queries
 
 
 def _fingerprint(plan: _Plan, steps_per_round: int) -> str:
@@ -275,11 +291,12 @@ def run(model: loop.Model, x: Any, y: Any, attack: Union[str, AttackSettings] = 
     progress = Progress(restarts * per_restart, verbose, done * per_restart,
                         merged.restart_accuracies[-1] if merged else None)
     seconds: List[float] = []
-    spent = 0
+    spent = queries = 0
     for restart in range(done, restarts):
         started = time.perf_counter()
-        merged, accuracy, spent_here = _restart(plan, merged, restart, progress)
+        merged, accuracy, spent_here, queried = _restart(plan, merged, restart, progress)
         spent += spent_here
+        queries += queried
         merged.restart_accuracies.append(accuracy)
         if state_path:
             merged.save(state_path, key)
@@ -287,11 +304,11 @@ def run(model: loop.Model, x: Any, y: Any, attack: Union[str, AttackSettings] = 
         progress.advance(0, accuracy)
         if on_restart is not None:
             on_restart(restart, merged.accuracy, seconds[-1])
-    return _result(plan, merged, restarts, done, seconds, spent)
+    return _result(plan, merged, restarts, done, seconds, spent, queries)
 
 
 def _result(plan: _Plan, merged: Merged, restarts: int, done: int, seconds: List[float],
-            spent: int) -> RunResult:
+            spent: int, queries: int) -> RunResult:
     """The :class:`RunResult` of a finished run: the merged points judged once more."""
     s = plan.cfg.settings
     pred, _, _ = evaluate(plan.model, merged.x, plan.y, s.loss, plan.batch_size,
@@ -299,5 +316,8 @@ def _result(plan: _Plan, merged: Merged, restarts: int, done: int, seconds: List
     correct = (pred != plan.y) if s.targeted else (pred == plan.y)
     return RunResult(x_adv=merged.x, accuracy=float(np.mean(correct)), correct=correct,
                      restart_accuracies=list(merged.restart_accuracies), restart_seconds=seconds,
-                     gradients_per_image=restarts * plan.runs * plan.per_run,
-                     gradients_mean=spent / plan.n if restarts > done else 0.0)
+                     gradients_per_image=restarts * plan.runs * plan.gradients_per_run,
+                     gradients_mean=spent / plan.n if restarts > done else 0.0,
+                     queries_per_image=(0 if plan.cfg.gradients
+                                        else restarts * plan.runs * plan.cfg.settings.steps),
+                     queries_mean=queries / plan.n if restarts > done else 0.0)

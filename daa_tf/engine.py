@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from daa_tf import device, losses, loop
+from daa_tf import device, draws, losses, loop, squares
 from daa_tf.projection import random_start as draw_random_start
 from daa_tf.projection import sphere_start
 from daa_tf.schedules import SCHEDULES, Schedule
@@ -55,6 +55,22 @@ class AttackConfig:
         MultiTargeted (labels ``[N, 2]``)."""
         s = self.settings
         return losses.target_form(s.loss) if s.targets else losses.get_loss(s.loss)
+
+    @property
+    def random(self) -> bool:
+        """True when the schedule draws per example inside the loop (Square): the loop takes
+        per-example keys (:func:`example_keys`)."""
+        return bool(getattr(self.schedule, "random", False))
+
+    @property
+    def counts_queries(self) -> bool:
+        """True when the loop's outputs end with the queries each example spent (Square)."""
+        return bool(getattr(self.schedule, "counts_queries", False))
+
+    @property
+    def gradients(self) -> bool:
+        """False for a query attack: its loop runs forward passes only."""
+        return bool(self.schedule.needs_gradients)
 
     @property
     def loop_key(self) -> Tuple:
@@ -108,12 +124,21 @@ def target_seed(seed: tf.Tensor, target: int) -> tf.Tensor:
     return derive_seed(seed, TARGET_STREAM + int(target))
 
 
+def example_keys(seed: tf.Tensor, n: Union[int, tf.Tensor]) -> tf.Tensor:
+    """The per-example keys ``[n]`` uint32 of the examples ``0 .. n-1`` of a run with ``seed``
+    ``[2]`` (:func:`daa_tf.draws.example_keys`): a random schedule's loop takes the keys of
+    its rows, and a drawn start (Square's stripes) draws from them."""
+    return draws.example_keys(seed, n)
+
+
 def start_points(cfg: AttackConfig, x0: tf.Tensor, seed: tf.Tensor, restart: int = 0
                  ) -> tf.Tensor:
-    """The starting points of restart ``restart`` of a run: ``x0`` without a random start (and
-    at restart 0 of an attack whose spec says ``clean_first``: FAB), else the spec's random start
-    (``uniform``: ``proj(x0 + U(-eps, eps))``; ``sphere``: AutoAttack's point at L-inf distance
-    ``start_radius x eps``; docs/algorithms.md#projection-and-random-start)."""
+    """The starting points of restart ``restart`` of a run on the set ``x0``: ``x0`` without a
+    random start (and at restart 0 of an attack whose spec says ``clean_first``: FAB), else the
+    spec's random start (``uniform``: ``proj(x0 + U(-eps, eps))``; ``sphere``: AutoAttack's
+    point at L-inf distance ``start_radius x eps``; docs/algorithms.md#projection-and-random-start;
+    ``stripes``: Square's vertical stripes, drawn from the keys of ``x0``'s rows,
+    docs/algorithms.md#square)."""
     s = cfg.settings
     spec = s.spec
     if not s.random_start or (spec.clean_first and restart == 0):
@@ -122,6 +147,8 @@ def start_points(cfg: AttackConfig, x0: tf.Tensor, seed: tf.Tensor, restart: int
     if spec.start == "sphere":
         return sphere_start(x0, tf.constant(spec.start_radius * s.eps, x0.dtype), eps, low, high,
                             seed)
+    if spec.start == "stripes":
+        return squares.stripes(x0, eps, low, high, example_keys(seed, tf.shape(x0)[0]))
     return draw_random_start(x0, eps, low, high, seed)
 
 
@@ -144,20 +171,40 @@ def compiled(model: loop.Model, cfg: AttackConfig) -> Any:
 
 
 def run_loop(model: loop.Model, cfg: AttackConfig, x0: tf.Tensor, y: tf.Tensor,
-             x_start: tf.Tensor, steps: Optional[int] = None) -> Any:
+             x_start: tf.Tensor, steps: Optional[int] = None, keys: Any = None) -> Any:
     """One call of the compiled loop: ``steps`` (default the settings') steps from ``x_start``.
     ``x0``: the clean batch (centre of the ball), float32; ``y``: int32 labels (``[N, 2]``
-    (true, target) pairs for MultiTargeted's configurations, ``[N, C]`` weights for ODI).
-    Returns the last iterate, or with ``cfg.best`` the tuple ``(x_last, x_best, objective,
-    fooled)`` (:mod:`daa_tf.iterates`); :func:`points` picks the attack's result. No checks."""
+    (true, target) pairs for MultiTargeted's configurations, ``[N, C]`` weights for ODI);
+    ``keys``: the rows' keys ``[N]`` uint32 (:func:`example_keys`), required when
+    ``cfg.random``. Returns the last iterate, or with ``cfg.best`` the tuple ``(x_last, x_best,
+    objective, fooled)`` (:mod:`daa_tf.iterates`); with ``cfg.counts_queries`` the outputs end
+    with the queries per example (:func:`outputs` makes a tuple of any of them, :func:`points`
+    picks the attack's result, :func:`queries` the queries). No checks."""
     scalars, params = loop_arguments(cfg, steps)
-    return compiled(model, cfg)(x0, y, x_start, *scalars, params)
+    if not cfg.random:
+        return compiled(model, cfg)(x0, y, x_start, *scalars, params)
+    if keys is None:
+        raise ValueError(f"{cfg.settings.attack} draws inside its loop: pass the rows' keys "
+                         "(engine.example_keys(seed, n), rows of the set)")
+    return compiled(model, cfg)(x0, y, x_start, *scalars, params, keys)
+
+
+def outputs(cfg: AttackConfig, out: Any) -> Tuple[Any, ...]:
+    """:func:`run_loop`'s output as a tuple: ``(x_last,)``, or ``(x_last, x_best, objective,
+    fooled)`` with ``cfg.best``; then ``queries`` with ``cfg.counts_queries``."""
+    return tuple(out) if cfg.best or cfg.counts_queries else (out,)
 
 
 def points(cfg: AttackConfig, out: Any) -> Any:
     """The attack's points in :func:`run_loop`'s output: the best iterates with ``cfg.best``,
     else the last ones."""
-    return out[1] if cfg.best else out
+    return outputs(cfg, out)[1 if cfg.best else 0]
+
+
+def queries(cfg: AttackConfig, out: Any) -> Any:
+    """The queries (forward passes of the loop) each example spent, in :func:`run_loop`'s
+    output; None when the schedule does not count them."""
+    return outputs(cfg, out)[-1] if cfg.counts_queries else None
 
 
 def odi_config(cfg: AttackConfig) -> AttackConfig:

@@ -9,10 +9,15 @@ step rule's direction ``V`` (:mod:`daa_tf.steps`); the schedule's ``step``
 that may change between calls (eps, step size, steps, box, seed-derived start, rule and schedule
 parameters) enters as a tensor, so calls with the same input shapes never retrace.
 
-A schedule with ``needs_gradients`` False (a query-based attack) gets forward passes only:
-the loop then counts queries, not gradients. A schedule with ``owns_result`` (FAB) also reads the
-clean batch, ``eps``, the box and each pass's success from ``params``, and gives the loop's point
-itself (:meth:`~daa_tf.schedules.Schedule.result`) after one forward pass judges the last point.
+A schedule with ``needs_gradients`` False (a query-based attack) gets forward passes only.
+A schedule with ``owns_result`` (FAB) also reads the clean batch, ``eps``, the box and each
+pass's success from ``params``, and gives the loop's point itself
+(:meth:`~daa_tf.schedules.Schedule.result`) after one forward pass judges the last point.
+Query schedules may also read each pass's success (``needs_success``: ``params["fooled"]`` in
+``observe``), take per-example random keys (``random``: the loop's last argument ``keys``
+``[N]`` uint32, handed to the schedule as ``params["keys"]``), stop the loop early
+(``running``) and report the passes each example spent (``counts_queries``: the loop's outputs
+end with ``queries`` int32 ``[N]``).
 
 When neither the schedule nor best-iterate tracking reads loss values (PGD, FGSM, momentum PGD,
 DAA), the gradient pass is the gradient-only function of before, and the loop is op for op the
@@ -97,15 +102,26 @@ def value_function(model: Model, loss_fn: LossFn, y: tf.Tensor, targeted: bool
     return value
 
 
+def _hooks(schedule: Schedule) -> Tuple[bool, bool, bool]:
+    """The optional hooks of a query schedule: ``(needs_success, stops early, counts
+    queries)``."""
+    return (bool(getattr(schedule, "needs_success", False)), hasattr(schedule, "running"),
+            bool(getattr(schedule, "counts_queries", False)))
+
+
 def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targeted: bool,
            jit_compile: bool, schedule: Schedule, best: bool) -> Callable[..., Any]:
     valued = best or schedule.needs_values
     owns = schedule.owns_result
+    wants_success, stops, counts = _hooks(schedule)
+    wants_success = wants_success or owns
 
-    def steps_loop(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params):
+    def steps_loop(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params, keys=None):
         model = get_model()
         if owns:  # the schedule reads the ball's centre and radius and the box
             params = {**params, "x0": x0, "eps": eps, "clip_min": clip_min, "clip_max": clip_max}
+        if keys is not None:  # per-example keys of a random schedule, sharded with the examples
+            params = {**params, "keys": keys}
         state = rule.init_state(x_start, params)
         # proj(x) = clip(clip(x, x0 - eps, x0 + eps), clip_min, clip_max) is one clip to the
         # intersection of the ball and the box (they overlap: x0 lies in both; min and max are
@@ -136,32 +152,38 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targ
 
         def valued_body(i, x, state, moves, track):
             objective, logits, grad = value_and_gradient(x)
-            success = fooled(logits, y, targeted) if best or owns else None
+            success = fooled(logits, y, targeted) if best or wants_success else None
             if best:
                 track = iterates.update(track, x, objective, success)
-            x, grad, moves = schedule.observe(i, x, grad, objective, moves,
-                                              {**params, "fooled": success} if owns else params)
+            x, grad, moves = schedule.observe(
+                i, x, grad, objective, moves,
+                {**params, "fooled": success} if wants_success else params)
             v, state = rule.direction(grad, x, state, params)
             x, moves = schedule.step(i, x, v, moves, step_size, low, high, params)
             return i + 1, x, state, moves, track
 
+        def valued_cond(i, x, state, moves, track):
+            if stops:  # a query schedule whose examples are all done ends the loop
+                return tf.logical_and(i < steps, schedule.running(moves))
+            return i < steps
+
         _, x, _, moves, track = tf.while_loop(
-            lambda i, x, state, moves, track: i < steps, valued_body,
-            (tf.constant(0, tf.int32), x_start, state, moves, track))
+            valued_cond, valued_body, (tf.constant(0, tf.int32), x_start, state, moves, track))
         if owns:  # one forward pass judges the last point; the schedule gives the result
             objective, logits, _ = value_function(model, loss_fn, y, targeted)(x)
             x = schedule.result(x, objective, fooled(logits, y, targeted), moves, params)
             if best:  # the best-iterate state is the result's own
                 track = iterates.init(x)
+        counted = (schedule.queries(moves),) if counts else ()
         if not best:
-            return x
+            return (x,) + counted if counts else x
         # The last point had no gradient pass: one forward pass judges it.
         logits = call_model(model, x)
         objective = loss_fn(logits, y)
         if targeted:
             objective = -objective
         track = iterates.update(track, x, objective, fooled(logits, y, targeted))
-        return (x,) + tuple(track)
+        return (x,) + tuple(track) + counted
 
     return tf.function(steps_loop, jit_compile=jit_compile, reduce_retracing=False)
 
@@ -199,12 +221,14 @@ def compiled_loop(model: Model, loss_fn: LossFn, rule: StepRule, targeted: bool,
                   jit_compile: bool, schedule: Schedule = FixedStep(), best: bool = False
                   ) -> Callable[..., Any]:
     """The cached compiled loop ``f(x0, y, x_start, eps, step_size, steps, clip_min, clip_max,
-    params)`` for this model and configuration.
+    params[, keys])`` for this model and configuration (``keys`` ``[N]`` uint32: a random
+    schedule's per-example keys, :func:`daa_tf.draws.example_keys`).
 
     ``y`` is whatever ``loss_fn`` takes as labels (int ``[N]``; ``[N, 2]`` pairs for the losses
     toward a target; ODI's ``[N, C]`` weights). ``params``: the rule's and the schedule's tensors.
     Returns the last iterate ``x_adv``; with ``best``, the tuple ``(x_last, x_best, objective,
-    fooled)`` of :mod:`daa_tf.iterates` (``x_best`` is the attack's result).
+    fooled)`` of :mod:`daa_tf.iterates` (``x_best`` is the attack's result). A schedule that
+    counts queries appends its ``queries`` ``[N]`` (``(x_last, queries)`` without ``best``).
     ``schedule`` defaults to PGD's fixed step, so ``compiled_loop(model, loss_fn, rule, targeted,
     jit_compile)`` is the loop of PGD, FGSM, momentum PGD and DAA, as before.
     """

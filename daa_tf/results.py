@@ -28,8 +28,12 @@ class RunResult:
     (odi_steps + steps)`` (``targets`` at most the number of wrong classes; model gradients: the
     forward passes that judge final points are not counted). ``gradients_mean``: the gradients
     actually computed per image, averaged over the set, for the restarts run in this call
-    (smaller than the budget with early stop). A cascade also gives ``clean_accuracy`` and
-    ``stage_labels`` (one per entry of ``restart_accuracies``).
+    (smaller than the budget with early stop). A query attack (Square) spends no gradients:
+    its budget is ``queries_per_image``, ``restarts x max(1, targets) x steps`` forward passes
+    of its loop (the start's evaluation included), and ``queries_mean`` the queries actually
+    spent per image, averaged over the set, for the restarts run in this call (an example stops
+    spending them once fooled); both 0 for gradient attacks. A cascade also gives
+    ``clean_accuracy`` and ``stage_labels`` (one per entry of ``restart_accuracies``).
     """
 
     x_adv: np.ndarray
@@ -39,6 +43,8 @@ class RunResult:
     restart_seconds: List[float]
     gradients_per_image: int = 0
     gradients_mean: float = 0.0
+    queries_per_image: int = 0
+    queries_mean: float = 0.0
     clean_accuracy: Optional[float] = None
     stage_labels: List[str] = dataclasses.field(default_factory=list)
 

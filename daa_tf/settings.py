@@ -173,9 +173,13 @@ def attack_settings(attack: str, *, eps: float, step_size: Optional[float] = Non
     :data:`~daa_tf.specs.DEFAULT_ODI_STEPS`. ``targets`` defaults to the attack's (9 for
     MultiTargeted, APGD-T and FAB-T, else 0) and excludes ``targeted``; ``best`` defaults to
     the attack's.
+    Square (docs/algorithms.md#square): ``steps`` are queries (default 5000), ``step_size``
+    the change inside a square (default ``2 eps``), the loss ``margin`` (``xent`` when
+    targeted, as AutoAttack's), the random start its vertical stripes, no ODI start.
     """
     spec = get_spec(attack)
-    loss = spec.default_loss if loss is None else loss
+    if loss is None:
+        loss = spec.targeted_loss if targeted and spec.targeted_loss else spec.default_loss
     check_loss(loss)
     if spec.losses is not None and isinstance(loss, str) and loss not in spec.losses:
         raise ValueError(f"{attack} moves to the zero set of its loss, the decision boundary "
@@ -190,6 +194,9 @@ def attack_settings(attack: str, *, eps: float, step_size: Optional[float] = Non
                              **_start_settings(init, odi_steps, odi_step_size),
                              **_target_settings(spec, targets, targeted, loss)}
     extra["best"] = spec.best if best is None else bool(best)
+    if spec.query_based and extra["odi_steps"]:
+        raise ValueError(f"{attack} takes no ODI start: its start is its own ({spec.start}) and "
+                         "its budget is in queries, not gradients")
     return AttackSettings(attack=attack, eps=eps, step_size=step_size, steps=steps, loss=loss,
                           random_start=bool(random_start), clip_min=float(clip_min),
                           clip_max=float(clip_max), targeted=bool(targeted),

@@ -47,8 +47,8 @@ DIRECTIONS: Dict[str, Direction] = {d.name: d for d in (
 
 
 # The laws of a random start (docs/algorithms.md#projection-and-random-start): PGD's uniform one
-# and AutoAttack's point on the L-inf sphere (APGD-T, FAB).
-STARTS: Tuple[str, ...] = ("uniform", "sphere")
+# and AutoAttack's point on the L-inf sphere (APGD-T, FAB); Square's vertical stripes.
+STARTS: Tuple[str, ...] = ("uniform", "sphere", "stripes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +62,11 @@ class AttackSpec:
     ``default_step``: the step size in units of ``eps`` when the caller gives none (None: the
     caller must). ``random_start``: the default, or forced with ``forced_start`` (Rand+FGSM).
     ``start``: the random start's law, a key of :data:`STARTS` (``uniform``: ``proj(X0 +
-    U(-eps, eps))``; ``sphere``: AutoAttack's point at L-inf distance ``start_radius x eps``);
+    U(-eps, eps))``; ``sphere``: AutoAttack's point at L-inf distance ``start_radius x eps``;
+    ``stripes``: Square's vertical stripes, docs/algorithms.md#square);
     ``clean_first``: restart 0 starts at ``X0`` and later restarts at random (FAB's restarts;
-    docs/algorithms.md#fab). ``default_steps``: the steps when the caller gives none (None: the
-    caller must).
+    docs/algorithms.md#fab). ``default_steps``: the steps (a query attack's queries) when the
+    caller gives none (None: the caller must).
     ``default_loss``: the loss when the caller gives none; ``losses``: the loss names the attack
     accepts (None: every one; FAB: the margins, whose zero set is the decision boundary).
     ``default_c``: DAA's constant per
@@ -73,6 +74,8 @@ class AttackSpec:
     ``1 / (clip_max - clip_min)^2`` (DGF). ``targets``: the default number of target classes
     (MultiTargeted, docs/algorithms.md#multitargeted; 0: an ordinary attack). ``best``: whether
     the attack returns its best iterate by default (docs/algorithms.md#best-iterates).
+    ``targeted_loss``: the default loss of the targeted attack when it differs from
+    ``default_loss``.
     """
 
     name: str
@@ -93,6 +96,12 @@ class AttackSpec:
     c_per_unit_range: bool = False
     targets: int = 0
     best: bool = False
+    targeted_loss: Optional[str] = None
+
+    @property
+    def query_based(self) -> bool:
+        """True when the attack's budget is in queries (forward passes), not gradients."""
+        return self.schedule in QUERY_SCHEDULES
 
     @property
     def rule(self) -> Direction:
@@ -116,6 +125,10 @@ class AttackSpec:
 # scale: it takes xent's, unmeasured).
 _BLOB_C: Mapping[str, float] = {"xent": 1.1, "cw": 10.0, "dlr": 1.1, "margin": 10.0}
 _DGF_C: Mapping[str, float] = {"xent": -0.001, "cw": -0.01, "dlr": -0.001, "margin": -0.01}
+# The schedules whose loop makes forward passes only (daa_tf.schedules: needs_gradients False).
+QUERY_SCHEDULES: Tuple[str, ...] = ("square",)
+SQUARE_QUERIES = 5000  # Square's queries per image when the caller gives none (AutoAttack's)
+SQUARE_STEP = 2.0  # Square's change inside the square, in units of eps: lands on x0 +- eps
 APGD_INITIAL_STEP = 2.0  # APGD's initial step size, in units of eps (AutoAttack's)
 _APGD = dict(schedule="apgd", default_step=APGD_INITIAL_STEP, best=True)
 AUTOATTACK_STEPS = 100  # AutoAttack's iterations per run (APGD-T and FAB-T, per target class)
@@ -143,6 +156,9 @@ ATTACKS: Dict[str, AttackSpec] = {spec.name: spec for spec in (
                start="sphere", default_steps=AUTOATTACK_STEPS, **_APGD),
     AttackSpec("fab", "FAB", "sign", **_FAB),
     AttackSpec("fab_t", "FAB-T", "sign", targets=DEFAULT_TARGETS, **_FAB),
+    AttackSpec("square", "Square", "sign", schedule="square", default_step=SQUARE_STEP,
+               default_loss="margin", targeted_loss="xent", start="stripes",
+               default_steps=SQUARE_QUERIES),
 )}
 if any(spec.start not in STARTS for spec in ATTACKS.values()):
     raise ImportError(f"a catalogue entry names a start outside {STARTS}")

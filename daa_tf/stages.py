@@ -29,10 +29,18 @@ class Stage:
         return attack_settings(self.attack, eps=1.0, **self.settings)
 
     def gradients(self, classes: int) -> int:
-        """Gradients per image of this stage on a model with ``classes`` logits."""
+        """Gradients per image of this stage on a model with ``classes`` logits (0 for a query
+        attack: Square)."""
         s = self.resolved()
         runs = min(s.targets, classes - 1) if s.targets else 1
-        return self.restarts * runs * (s.odi_steps + s.steps)
+        return self.restarts * runs * (s.odi_steps + (0 if s.spec.query_based else s.steps))
+
+    def queries(self, classes: int) -> int:
+        """Queries (forward passes of the attack's loop) per image of a query attack's stage,
+        0 for a gradient attack."""
+        s = self.resolved()
+        runs = min(s.targets, classes - 1) if s.targets else 1
+        return self.restarts * runs * s.steps if s.spec.query_based else 0
 
     @property
     def label(self) -> str:

@@ -290,7 +290,8 @@ def test_one_step_size_rule_for_library_runners_and_trainer():
     from daa_tf import catalogue
 
     own = {"fgsm": 0.3, "rand_fgsm": 0.3, "apgd": 0.6, "apgd_daa_blob": 0.6,
-           "apgd_daa_dgf": 0.6, "multitargeted": 0.6, "apgd_t": 0.6, "fab": 0.3, "fab_t": 0.3}
+           "apgd_daa_dgf": 0.6, "multitargeted": 0.6, "apgd_t": 0.6, "fab": 0.3, "fab_t": 0.3,
+           "square": 0.6}
     for attack in catalogue.ATTACKS:
         expected = own.get(attack, 0.01)
         assert catalogue.default_step_size(attack, 0.3, configured=0.01) == pytest.approx(
