@@ -8,6 +8,7 @@ ones asked for (``--sections``; default: those registered with ``default=True``)
 """
 import argparse
 import dataclasses
+import importlib
 import os
 import time
 from pathlib import Path
@@ -102,6 +103,44 @@ def format_table(name: str, rows: List[Row]) -> str:
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+def contender_list(known: Sequence[str]) -> Callable[[str], List[str]]:
+    """An ``argparse`` type: a comma-separated list of names of ``known`` (blanks dropped; empty
+    text: none), ``ArgumentTypeError`` naming the unknown ones."""
+    def parse(text: str) -> List[str]:
+        wanted = [c.strip() for c in text.split(",") if c.strip()]
+        unknown = sorted(set(wanted) - set(known))
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown contenders {unknown}; known: {list(known)}")
+        return wanted
+    return parse
+
+
+def import_art(path: str) -> Optional[Any]:
+    """The ``art`` (Adversarial Robustness Toolbox, an optional peer) object at the dotted
+    ``path``, with ART's progress bars off (``TQDM_DISABLE``, set before tqdm loads); None when
+    ``art`` is not importable."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        return None
+
+
+def art_classifier(model: Any, nb_classes: int, input_shape: Sequence[int],
+                   clip_values: Tuple[float, float], **options: Any) -> Any:
+    """ART's ``TensorFlowV2Classifier`` of ``model`` (logits ``[N, nb_classes]``; from-logits
+    sparse cross-entropy), images of ``input_shape`` in the box ``clip_values``; ``options``: its
+    other arguments (``optimizer``). Call it once :func:`import_art` has found ``art``."""
+    import tensorflow as tf
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    return TensorFlowV2Classifier(
+        model, nb_classes=nb_classes, input_shape=tuple(input_shape),
+        loss_object=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        clip_values=tuple(clip_values), **options)
+
 
 def shared_dir() -> Optional[Path]:
     """The shared fixtures folder, or None when absent."""

@@ -10,7 +10,7 @@ Sections (``--sections``, default all but ``training`` and ``strength``; each a 
   trajectory and rule-only modes) and ART's PGD ``art_pgd`` (trajectory mode; optional extra,
   ``pip install adversarial-robustness-toolbox``), e.g. ``--sections steps --attacks
   floor,pgd,apgd,multitargeted,art_pgd``.
-- ``driver``: ``daa_tf.run`` against calling ``daa_tf.attacks.run_steps`` on the same batches.
+- ``driver``: ``daa_tf.run`` against calling ``daa_tf.engine.run_loop`` on the same batches.
 - ``compile``: first-call time (trace, graph optimisation or XLA compilation, and one step),
   compile time (that less one steady step), steady step time and tracing count, with XLA
   (``jit_compile=True``) and the plain graph.
@@ -158,10 +158,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 def _context(args: argparse.Namespace) -> Tuple[Context, Dict[str, Any]]:
     """The model, the data and the run's description (``meta``)."""
     import tensorflow as tf
-    from daa_tf import loop
+    from daa_tf import device
     from daa_tf import particles as kernel
 
-    jit = {"auto": loop.default_jit_compile(), "on": True, "off": False}[args.jit]
+    jit = {"auto": device.default_jit_compile(), "on": True, "off": False}[args.jit]
     model, model_desc = build_model(args.model, args.random)
     fast_conv = set_fast_input_gradient(model, args.fast_input_gradient)
     need = max([args.batch] + [SECTIONS[s].examples(args) for s in args.sections])
@@ -172,7 +172,7 @@ def _context(args: argparse.Namespace) -> Tuple[Context, Dict[str, Any]]:
     meta = dict(tensorflow=tf.__version__, python=platform.python_version(),
                 machine=platform.machine(), cpus=os.cpu_count(),
                 gpus=len(tf.config.list_logical_devices("GPU")), model=model_desc, data=data_desc,
-                default_jit=loop.default_jit_compile(), jit=jit,
+                default_jit=device.default_jit_compile(), jit=jit,
                 intra_threads=tf.config.threading.get_intra_op_parallelism_threads(),
                 inter_threads=tf.config.threading.get_inter_op_parallelism_threads(),
                 tile_threshold=kernel.TILE_THRESHOLD, fast_input_gradient=fast_conv,

@@ -1,25 +1,26 @@
 """Timed callables: the attack loop, the gradient floor, a step rule with a frozen gradient, the
 DAA particle kernel alone, and ART's PGD (a peer). Each returns ``run()`` (and the compiled
 function, for its tracing count)."""
-import os
 from typing import Any, Callable, Dict, Optional, Tuple
+
+from benchmarks.common import art_classifier, import_art
 
 ART_INSTALL = "pip install adversarial-robustness-toolbox"
 
 
 def attack_config(attack: str, steps: int, particles: int, jit: Optional[bool],
                   settings: Dict[str, float]) -> Any:
-    """The :class:`daa_tf.attacks.AttackConfig` timed for ``attack``: the model's settings, except
+    """The :class:`daa_tf.engine.AttackConfig` timed for ``attack``: the model's settings, except
     that APGD-scheduled attacks start at the catalogue's step size (``2 eps``) and MultiTargeted
     ascends the margin loss (its form toward the target, as :func:`daa_tf.multitargeted`)."""
-    from daa_tf import attacks, catalogue
+    from daa_tf import catalogue, engine
     spec = catalogue.get_spec(attack)
     kw = dict(settings)
-    if spec.schedule == "apgd":
+    if spec.default_step is not None and not spec.one_step:  # APGD: its own 2 eps
         kw.pop("step_size", None)
     if spec.targets:
         kw["loss"] = "margin"
-    return attacks.make_config(attack, steps=steps, jit_compile=jit, particles=particles, **kw)
+    return engine.make_config(attack, steps=steps, jit_compile=jit, particles=particles, **kw)
 
 
 def attack_inputs(model: Any, cfg: Any, x0: Any, y: Any) -> Tuple[Any, Any]:
@@ -27,14 +28,14 @@ def attack_inputs(model: Any, cfg: Any, x0: Any, y: Any) -> Tuple[Any, Any]:
     random start, or for MultiTargeted its first target run's: the ``(true class, target)`` pairs
     toward each example's most likely wrong class (clean logits) and that run's start."""
     import tensorflow as tf
-    from daa_tf import attacks, loop, multitarget
-    seed = attacks.seed_tensor(0)
+    from daa_tf import engine, loop
+    from daa_tf.targets import target_classes, target_pairs
+    seed = engine.seed_tensor(0)
     if not cfg.settings.targets:
-        return tf.constant(y), attacks.start_points(cfg, x0, seed)
+        return tf.constant(y), engine.start_points(cfg, x0, seed)
     logits = loop.compiled_logits(model, cfg.jit_compile)(x0).numpy()
-    targets = multitarget.target_classes(logits, y, cfg.settings.targets)
-    pairs = multitarget.target_pairs(y, targets, 0)
-    return tf.constant(pairs), attacks.start_points(cfg, x0, attacks.target_seed(seed, 0))
+    pairs = target_pairs(y, target_classes(logits, y, cfg.settings.targets), 0)
+    return tf.constant(pairs), engine.start_points(cfg, x0, engine.target_seed(seed, 0))
 
 
 def attack_runner(model: Any, attack: str, x: Any, y: Any, steps: int, particles: int,
@@ -43,14 +44,15 @@ def attack_runner(model: Any, attack: str, x: Any, y: Any, steps: int, particles
     """``(run, compiled_fn, cfg)``: ``run(n_steps=steps)`` does ``n_steps`` steps of ``attack``
     on the batch (MultiTargeted: one target run, see :func:`attack_inputs`)."""
     import tensorflow as tf
-    from daa_tf import attacks
+    from daa_tf import engine
     cfg = attack_config(attack, steps, particles, jit, settings)
     x0 = tf.constant(x)
     yt, start = attack_inputs(model, cfg, x0, y)
-    fn = attacks.compiled_steps(model, cfg)
+    fn = engine.compiled(model, cfg)
 
     def run(n_steps: int = steps):
-        return attacks.run_steps(model, cfg, x0, yt, start, steps=n_steps).numpy()
+        return engine.points(cfg, engine.run_loop(model, cfg, x0, yt, start,
+                                                   steps=n_steps)).numpy()
     return run, fn, cfg
 
 
@@ -85,7 +87,7 @@ def rule_runner(model: Any, attack: str, x: Any, y: Any, steps: int, particles: 
     reads loss values (APGD's schedule, best iterates) also run the schedule's ``observe`` and
     ``step`` and the best-iterate update on frozen objective and logits."""
     import tensorflow as tf
-    from daa_tf import attacks, loop
+    from daa_tf import loop
     from daa_tf.losses import get_loss
     x0, yt = tf.constant(x), tf.constant(y)
     cfg = None if attack == "floor" else attack_config(attack, steps, particles, jit, settings)
@@ -97,10 +99,7 @@ def rule_runner(model: Any, attack: str, x: Any, y: Any, steps: int, particles: 
     elif cfg.best or cfg.schedule.needs_values:
         rule_loop, grad = _valued_rule_loop(model, cfg, x0, y)
     else:
-        scalars, params = attacks.loop_arguments(cfg)
-        eps, size, _, clip_min, clip_max = scalars
-        low = tf.maximum(x0 - eps, clip_min)
-        high = tf.minimum(x0 + eps, clip_max)
+        size, params, low, high = _projection(cfg, x0)
 
         def rule_loop(x, g, steps):
             def body(i, x, state):
@@ -115,21 +114,28 @@ def rule_runner(model: Any, attack: str, x: Any, y: Any, steps: int, particles: 
     return (lambda: fn(x0, grad, n).numpy()), fn
 
 
+def _projection(cfg: Any, x0: Any) -> Tuple[Any, Any, Any, Any]:
+    """``(step size, rule parameters, low, high)`` of ``cfg`` on the batch ``x0``: ``low`` and
+    ``high`` bound the projection (the eps-ball around ``x0`` inside the pixel box)."""
+    import tensorflow as tf
+    from daa_tf import engine
+    scalars, params = engine.loop_arguments(cfg)
+    eps, size, _, clip_min, clip_max = scalars
+    return size, params, tf.maximum(x0 - eps, clip_min), tf.minimum(x0 + eps, clip_max)
+
+
 def _valued_rule_loop(model: Any, cfg: Any, x0: Any, y: Any) -> Tuple[Callable[..., Any], Any]:
     """``(rule_loop(x, g, steps), g)`` for a loop reading loss values: the compiled loop's body
     (best-iterate update, schedule ``observe``, direction, schedule ``step``; see
     ``daa_tf.loop``) with the objective, logits and gradient ``g`` of the start frozen."""
     import tensorflow as tf
-    from daa_tf import attacks, iterates, loop
+    from daa_tf import iterates, loop
     from daa_tf.losses import fooled
     labels, _ = attack_inputs(model, cfg, x0, y)
     targeted = cfg.settings.targeted
     objective, logits, grad = loop.value_and_gradient_function(
         model, cfg.loss_fn, labels, targeted, cfg.jit_compile)(x0)
-    scalars, params = attacks.loop_arguments(cfg)
-    eps, size, _, clip_min, clip_max = scalars
-    low = tf.maximum(x0 - eps, clip_min)
-    high = tf.minimum(x0 + eps, clip_max)
+    size, params, low, high = _projection(cfg, x0)
     rule, schedule, best = cfg.rule, cfg.schedule, cfg.best
 
     def rule_loop(x, g, steps):
@@ -172,21 +178,15 @@ def art_pgd_runner(model: Any, x: Any, y: Any, steps: int, settings: Dict[str, f
     ``max_iter = steps``, one random start, the whole batch at once) on a
     ``TensorFlowV2Classifier`` of ``model`` (the box as ``clip_values``, from-logits sparse
     cross-entropy): ``run()`` is one ``generate``. None when ``art`` is not importable."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # ART's progress bars
-    try:
-        from art.attacks.evasion import ProjectedGradientDescent
-        from art.estimators.classification import TensorFlowV2Classifier
-    except ImportError:
+    pgd_class = import_art("art.attacks.evasion.ProjectedGradientDescent")
+    if pgd_class is None:
         return None
     import numpy as np
     import tensorflow as tf
-    from daa_tf import attacks
-    classifier = TensorFlowV2Classifier(
-        model, nb_classes=attacks.num_classes(model, tf.constant(x[:1])),
-        input_shape=tuple(x.shape[1:]),
-        loss_object=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        clip_values=(settings["clip_min"], settings["clip_max"]))
-    attack = ProjectedGradientDescent(
+    from daa_tf import engine
+    classifier = art_classifier(model, engine.num_classes(model, tf.constant(x[:1])),
+                                x.shape[1:], (settings["clip_min"], settings["clip_max"]))
+    attack = pgd_class(
         classifier, norm=np.inf, eps=settings["eps"], eps_step=settings["step_size"],
         max_iter=steps, targeted=False, num_random_init=1, batch_size=len(x), verbose=False)
 

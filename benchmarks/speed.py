@@ -48,10 +48,10 @@ def steps(ctx: Context) -> List[Row]:
     (:data:`PEER_ATTACKS`: ART's PGD, ``generate`` with its own overheads) are timed in the
     trajectory mode only, and skipped with a line on stderr when not importable."""
     import tensorflow as tf
-    from daa_tf import attacks
+    from daa_tf import engine
     args, x, settings = ctx.args, ctx.x, ctx.settings
-    cfg = attacks.make_config("pgd", steps=1, **settings)
-    start = attacks.start_points(cfg, tf.constant(x), attacks.seed_tensor(0)).numpy()
+    cfg = engine.make_config("pgd", steps=1, **settings)
+    start = engine.start_points(cfg, tf.constant(x), engine.seed_tensor(0)).numpy()
     rows: List[Row] = []
     for mode, steps, repeats in (("trajectory", args.steps, args.repeats),
                                  ("same point", 1, args.point_repeats),
@@ -114,7 +114,7 @@ def _step_runs(ctx: Context, mode: str, steps: int, start: Any
     return runs, fns
 
 
-@section("driver", 'Driver overhead (daa_tf.run vs attacks.run_steps on the same batches)',
+@section("driver", 'Driver overhead (daa_tf.run vs engine.run_loop on the same batches)',
          [('attack', 'attack', '{}'),
           ('examples', 'examples', '{}'),
           ('batch', 'batch', '{}'),
@@ -125,10 +125,10 @@ def _step_runs(ctx: Context, mode: str, steps: int, start: Any
           ('overhead', 'overhead', '{:+.1%}')],
          examples=lambda args: max(args.batch, args.driver_examples))
 def driver(ctx: Context) -> List[Row]:
-    """``daa_tf.run`` against ``attacks.run_steps`` on the same batches (the driver's cost)."""
+    """``daa_tf.run`` against ``engine.run_loop`` on the same batches (the driver's cost)."""
     import tensorflow as tf
     import daa_tf
-    from daa_tf import attacks
+    from daa_tf import engine
     from daa_tf.driver import round_lengths
     args, model, x, y, settings, jit = (ctx.args, ctx.model, ctx.x_all, ctx.y_all, ctx.settings,
                                         ctx.jit)
@@ -137,20 +137,20 @@ def driver(ctx: Context) -> List[Row]:
     rows = []
     for attack in ("pgd", "daa_blob"):
         kw = dict(steps=args.driver_steps, jit_compile=jit, particles=args.particles, **settings)
-        cfg = attacks.make_config(attack, **kw)
+        cfg = engine.make_config(attack, **kw)
         batch = args.batch if not cfg.interacting else max(
             args.particles, args.batch // args.particles * args.particles)
         schedule = (round_lengths(cfg.settings.steps, args.steps_per_round) if cfg.interacting
                     else [cfg.settings.steps])
-        start = attacks.start_points(cfg, tf.constant(xs), attacks.seed_tensor(0)).numpy()
+        start = engine.start_points(cfg, tf.constant(xs), engine.seed_tensor(0)).numpy()
 
         def bare():
             cur = start.copy()
             for length in schedule:
                 for i in range(0, n, batch):
-                    cur[i:i + batch] = attacks.run_steps(
+                    cur[i:i + batch] = engine.points(cfg, engine.run_loop(
                         model, cfg, tf.constant(xs[i:i + batch]), tf.constant(ys[i:i + batch]),
-                        tf.constant(cur[i:i + batch]), steps=length).numpy()
+                        tf.constant(cur[i:i + batch]), steps=length)).numpy()
             return cur
 
         def driver():

@@ -51,21 +51,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from benchmarks.common import Context, Row, section
+from benchmarks.common import (Context, Row, art_classifier, contender_list, import_art,
+                               section)
 
 RESTART_READ = ("pgd", "daa_blob", "apgd_ce", "apgd_dlr", "apgd_daa_blob", "odi_pgd",
                 "odi_apgd")
 ART_CONTENDERS = {"art_apgd_ce": "cross_entropy", "art_apgd_dlr": "difference_logits_ratio"}
 CONTENDERS = RESTART_READ + ("multitargeted", "strongest") + tuple(ART_CONTENDERS)
 TOLERANCE = 1e-5  # slack of the output check (float32 rounding near the box's top)
-
-
-def _contenders(text: str) -> List[str]:
-    wanted = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = sorted(set(wanted) - set(CONTENDERS))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown contenders {unknown}; known: {list(CONTENDERS)}")
-    return wanted
 
 
 def _budgets(text: str) -> List[int]:
@@ -86,7 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strength-examples", type=int, default=1000,
                    help="the first images of the loaded set")
     g.add_argument("--strength-seed", type=int, default=0)
-    g.add_argument("--strength-contenders", type=_contenders, default=list(CONTENDERS),
+    g.add_argument("--strength-contenders", type=contender_list(CONTENDERS),
+                   default=list(CONTENDERS),
                    help=f"comma-separated, of {', '.join(CONTENDERS)}")
     g.add_argument("--strength-restart-steps", type=int, default=100,
                    help="gradients per restart of the restart-read contenders and of ART")
@@ -244,19 +238,12 @@ def _art_attack(ctx: Context, x: np.ndarray, loss_type: str, restarts: int
                 ) -> Optional[Tuple[Any, List[int]]]:
     """ART's APGD on a ``TensorFlowV2Classifier`` of the context's model, and the counter of the
     gradient rows it computes; None when ``art`` is not importable."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # ART's progress bars
-    try:
-        from art.attacks.evasion import AutoProjectedGradientDescent
-        from art.estimators.classification import TensorFlowV2Classifier
-    except ImportError:
+    apgd_class = import_art("art.attacks.evasion.AutoProjectedGradientDescent")
+    if apgd_class is None:
         return None
-    import tensorflow as tf
     s = ctx.settings
-    classifier = TensorFlowV2Classifier(
-        ctx.model, nb_classes=10, input_shape=tuple(x.shape[1:]),
-        loss_object=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        clip_values=(s["clip_min"], s["clip_max"]))
-    attack = AutoProjectedGradientDescent(
+    classifier = art_classifier(ctx.model, 10, x.shape[1:], (s["clip_min"], s["clip_max"]))
+    attack = apgd_class(
         classifier, norm=np.inf, eps=s["eps"], eps_step=2 * s["eps"],
         max_iter=ctx.args.strength_restart_steps, targeted=False, nb_random_init=restarts,
         batch_size=min(1000, len(x)), loss_type=loss_type, verbose=False)

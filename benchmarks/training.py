@@ -30,21 +30,15 @@ test images.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from benchmarks.common import Context, Row, interleaved, median, section, shared_dir
+from daa_tf import recipes
+
+from benchmarks.common import (Context, Row, art_classifier, contender_list, import_art,
+                               interleaved, median, section, shared_dir)
 
 CONTENDERS = ("bare", "fit", "fit_no_nat", "art")
-
-
-def _contenders(text: str) -> List[str]:
-    wanted = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = sorted(set(wanted) - set(CONTENDERS))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown contenders {unknown}; known: {list(CONTENDERS)}")
-    return wanted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--training-lr", type=float, default=1e-4, help="Adam learning rate")
     g.add_argument("--training-block", type=int, default=10, help="training steps per timed block")
     g.add_argument("--training-repeats", type=int, default=5)
-    g.add_argument("--training-contenders", type=_contenders, default=list(CONTENDERS),
+    g.add_argument("--training-contenders", type=contender_list(CONTENDERS),
+                   default=list(CONTENDERS),
                    help=f"comma-separated, of {', '.join(CONTENDERS)}; empty: no speed rows")
     g.add_argument("--training-outcome-steps", type=int, default=300,
                    help="0: no outcome row")
@@ -92,15 +87,13 @@ def _attack_settings(ctx: Context) -> Dict[str, Any]:
 
 
 def _fit_runner(ctx: Context, x, y, natural_metrics: bool) -> Callable[[], None]:
-    import keras
-
     from daa_tf import training
     from daa_tf.models.madry_mnist import build_madry_mnist
     args = ctx.args
     trainer = training.AdversarialTrainer(build_madry_mnist(), "pgd", seed=0,
                                           natural_metrics=natural_metrics,
                                           **_attack_settings(ctx))
-    trainer.compile(keras.optimizers.Adam(args.training_lr, epsilon=1e-8))
+    trainer.compile(recipes.tf1_adam(args.training_lr))
     batches = training.training_batches(x, y, args.training_batch, seed=0)
 
     def run() -> None:
@@ -118,7 +111,7 @@ def _bare_runner(ctx: Context, x, y) -> Callable[[], None]:
     from daa_tf.models.madry_mnist import build_madry_mnist
     args = ctx.args
     model = build_madry_mnist()
-    optimizer = keras.optimizers.Adam(args.training_lr, epsilon=1e-8)
+    optimizer = recipes.tf1_adam(args.training_lr)
     optimizer.build(model.trainable_variables)
     xent = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     settings = _attack_settings(ctx)
@@ -143,26 +136,17 @@ def _bare_runner(ctx: Context, x, y) -> Callable[[], None]:
 
 
 def _art_runner(ctx: Context, x, y) -> Optional[Callable[[], None]]:
-    os.environ.setdefault("TQDM_DISABLE", "1")  # ART's progress bars
-    try:
-        from art.defences.trainer import AdversarialTrainerMadryPGD
-        from art.estimators.classification import TensorFlowV2Classifier
-    except ImportError:
+    trainer_class = import_art("art.defences.trainer.AdversarialTrainerMadryPGD")
+    if trainer_class is None:
         return None
-    import keras
-    import tensorflow as tf
-
     from daa_tf.models.madry_mnist import build_madry_mnist
     args, settings = ctx.args, _attack_settings(ctx)
     model = build_madry_mnist()
-    optimizer = keras.optimizers.Adam(args.training_lr, epsilon=1e-8)
-    classifier = TensorFlowV2Classifier(
-        model, nb_classes=10, input_shape=(784,), optimizer=optimizer,
-        loss_object=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        clip_values=(0.0, 1.0))
-    trainer = AdversarialTrainerMadryPGD(classifier, nb_epochs=1, batch_size=args.training_batch,
-                                         eps=settings["eps"], eps_step=settings["step_size"],
-                                         max_iter=settings["steps"], num_random_init=1)
+    classifier = art_classifier(model, 10, (784,), (0.0, 1.0),
+                                optimizer=recipes.tf1_adam(args.training_lr))
+    trainer = trainer_class(classifier, nb_epochs=1, batch_size=args.training_batch,
+                            eps=settings["eps"], eps_step=settings["step_size"],
+                            max_iter=settings["steps"], num_random_init=1)
     block = (x[: args.training_batch * args.training_block],
              y[: args.training_batch * args.training_block])
 
@@ -233,7 +217,7 @@ def _outcome_row(ctx: Context) -> Optional[Row]:
     keras.utils.set_random_seed(0)
     model = build_madry_mnist()
     trainer = training.AdversarialTrainer(model, "pgd", seed=0, **settings)
-    trainer.compile(keras.optimizers.Adam(args.training_lr, epsilon=1e-8))
+    trainer.compile(recipes.tf1_adam(args.training_lr))
     started = time.perf_counter()
     history = trainer.fit(training.training_batches(x, y, args.training_batch, seed=0,
                                                     stop_step=args.training_outcome_steps),

@@ -139,7 +139,7 @@ def _bounds(f: flags.FlagValues, base: Optional[registry.Challenge],
 def _ad_hoc_challenge(f: flags.FlagValues, base: Optional[registry.Challenge], clip_min: float,
                       clip_max: float, eps: float) -> registry.Challenge:
     """The run as a challenge: the box and bound found, the adapter's challenge's defaults or the
-    generic ones; these become the defaults of the setting flags not given."""
+    generic ones (the values of the setting flags not given: :func:`options.attack_setting`)."""
     if base is not None:
         defaults, eval_batch_size = base.defaults, base.eval_batch_size
     else:
@@ -148,13 +148,8 @@ def _ad_hoc_challenge(f: flags.FlagValues, base: Optional[registry.Challenge], c
                                      restarts=1, random_start=True)
         eval_batch_size = catalogue.DEFAULT_BATCH
     fmt = submission.Format(image_shape=(), clip_min=clip_min, clip_max=clip_max, eps=eps)
-    challenge = registry.Challenge(name="attack", title="generic", format=fmt, data_loader="",
-                                   model_loader="", defaults=defaults,
-                                   eval_batch_size=eval_batch_size)
-    for name in ("epsilon", "step_size", "steps", "restarts", "random_start", "particles",
-                 "steps_per_round"):
-        f.set_default(name, options.attack_setting(f, name, challenge))
-    return challenge
+    return registry.Challenge(name="attack", title="generic", format=fmt, data_loader="",
+                              model_loader="", defaults=defaults, eval_batch_size=eval_batch_size)
 
 
 def _with_data(challenge: registry.Challenge, base: Optional[registry.Challenge],
@@ -226,12 +221,12 @@ def prepare(f: flags.FlagValues) -> GenericJob:
     folder = (data_source.read_folder(data_spec, f.num_examples)
               if data_spec.kind == "folder" else None)
     clip_min, clip_max, eps, inferred = _bounds(f, base, folder)
-    f.set_default("clip_min", clip_min)
-    f.set_default("clip_max", clip_max)
     challenge = _ad_hoc_challenge(f, base, clip_min, clip_max, eps)
     settings = options.attack_settings(f, challenge, f.attack, f.loss, c=f.c)
+    restarts = options.attack_setting(f, "restarts", challenge)
+    steps_per_round = options.attack_setting(f, "steps_per_round", challenge)
     runner.warn_ignored_flags(f, settings)
-    runner.warn_repeated_restarts(settings, f.restarts)
+    runner.warn_repeated_restarts(settings, restarts)
     resolve.check_output(f.output)
     strategy = resolve.distribution_strategy()
     data = folder or data_source.load(data_spec, clip_max, f.num_examples)
@@ -239,8 +234,8 @@ def prepare(f: flags.FlagValues) -> GenericJob:
     challenge = _with_data(challenge, base, data.x)
     _, clean = resolve.score(challenge, model, data.x, data.y, settings.jit_compile)
     logging.info("attack: %s%s, seed %d, batch size %s, jit_compile %s",
-                 catalogue.describe(settings, f.restarts),
-                 f", rounds of {f.steps_per_round} steps" if settings.interacting else "",
+                 catalogue.describe(settings, restarts),
+                 f", rounds of {steps_per_round} steps" if settings.interacting else "",
                  f.seed, f.batch_size or "auto", f.jit_compile)
     logging.info("model: %s, %d classes", model_text, num_classes)
     logging.info("data: %s, %d images of shape %s", data.description, len(data.x),
@@ -252,8 +247,8 @@ def prepare(f: flags.FlagValues) -> GenericJob:
     logging.info("clean accuracy: %.2f%%", 100 * clean)
     logging.info("output %s (state %s, summary %s)", f.output, runner.state_path(f.output),
                  summary_path(f.output))
-    return GenericJob(challenge, settings, strategy, model, data.x, data.y,
-                      model_text=model_text, data_text=data.description,
+    return GenericJob(challenge, settings, strategy, model, data.x, data.y, restarts,
+                      steps_per_round, model_text=model_text, data_text=data.description,
                       num_classes=num_classes, clean_accuracy=clean, inferred=inferred)
 
 
@@ -279,10 +274,10 @@ def summary(f: flags.FlagValues, job: GenericJob, outcome: runner.Outcome) -> Di
     settings = dataclasses.asdict(job.settings)
     if "loss" in settings:  # a cascade's stages hold their own losses
         settings["loss"] = settings["loss"] if isinstance(settings["loss"], str) else "custom"
-    settings.update(restarts=f.restarts, seed=f.seed, batch_size=f.batch_size,
+    settings.update(restarts=job.restarts, seed=f.seed, batch_size=f.batch_size,
                     distribute=f.distribute)
     if job.settings.interacting:
-        settings["steps_per_round"] = f.steps_per_round
+        settings["steps_per_round"] = job.steps_per_round
     result = outcome.result
     return {
         "command": cli.command(MODULE),

@@ -99,7 +99,8 @@ def define_attack_choice_flags() -> None:
     flags.DEFINE_enum("attack", "daa_blob", list(catalogue.RUNNABLE), "The attack; "
                       "strongest: a cascade of attacks sharing --steps gradients per image, "
                       "repeated --restarts times (docs/algorithms.md#strongest).")
-    flags.DEFINE_enum("loss", "xent", list(catalogue.LOSSES), "The loss the attack ascends.")
+    flags.DEFINE_enum("loss", None, list(catalogue.LOSSES), "The loss the attack ascends "
+                      "(default: the attack's own: margin for multitargeted, else xent).")
     flags.DEFINE_float("c", None, f"DAA constant (default per loss: {_c_help()}; DGF's per unit "
                        "pixel range).")
     flags.register_validator("c", lambda v: v is None or math.isfinite(v),
@@ -248,10 +249,10 @@ def attack_settings(f: FlagValues, challenge: registry.Challenge, attack: str, l
             budget=steps, clip_min=challenge.format.clip_min,
             clip_max=challenge.format.clip_max, jit_compile=jit_compile(f))
     spec = catalogue.get_spec(attack)
-    if step_size is None:
-        step_size = attack_setting(f, "step_size", challenge)
-        if (spec.one_step or spec.schedule == "apgd") and not f["step_size"].present:
-            step_size = None  # one step of eps; APGD's schedule starts at 2 eps
+    if step_size is None:  # given explicitly, else catalogue.default_step_size's rule
+        configured = attack_setting(f, "step_size", challenge)
+        step_size = (configured if f["step_size"].present
+                     else catalogue.default_step_size(attack, configured=configured))
     if spec.one_step:
         if f["steps"].present and f.steps != 1:
             raise ValueError(f"--attack={attack} takes exactly one step: drop --steps")

@@ -127,7 +127,7 @@ _CASCADE_IGNORES = ("loss", "step_size", "random_start") + _DAA_FLAGS
 
 def warn_ignored_flags(f: flags.FlagValues, settings: catalogue.RunSettings) -> None:
     """Warns about each flag given explicitly that ``settings``' attack does not read."""
-    if settings.kind == "cascade":
+    if catalogue.is_cascade(settings):
         ignored, what = _CASCADE_IGNORES, "set by the cascade's stages"
     else:
         ignored, what = (() if settings.interacting else _DAA_FLAGS), "a DAA setting"
@@ -156,7 +156,7 @@ def _restart_score(settings: catalogue.RunSettings, accuracy: float) -> str:
 def _part(settings: catalogue.RunSettings, index: int, restarts: int) -> str:
     """How the logs name run ``index``: ``restart i/R``, or a cascade's ``stage i`` (counted over
     its restarts)."""
-    if settings.kind == "cascade":
+    if catalogue.is_cascade(settings):
         return f"stage {index + 1}"
     return f"restart {index + 1}/{restarts}"
 
@@ -168,19 +168,19 @@ def _attack(f: flags.FlagValues, job: "Job", state: str) -> Any:
     settings = job.settings
 
     def log_restart(index: int, accuracy: float, seconds: float) -> None:
-        logging.info("%s: %s (%.1f s)", _part(settings, index, f.restarts),
+        logging.info("%s: %s (%.1f s)", _part(settings, index, job.restarts),
                      _restart_score(settings, accuracy), seconds)
 
     extra = {"strategy": job.strategy} if job.strategy is not None else {}
     labels = job.y if job.targets is None else job.targets
     batch_size = f.batch_size if job.batch_size is None else job.batch_size
-    result = daa_tf.run(job.model, job.x, labels, settings, restarts=f.restarts,
-                        steps_per_round=f.steps_per_round, batch_size=batch_size, seed=f.seed,
+    result = daa_tf.run(job.model, job.x, labels, settings, restarts=job.restarts,
+                        steps_per_round=job.steps_per_round, batch_size=batch_size, seed=f.seed,
                         verbose=f.verbose, state_path=state, resume=f.resume,
                         on_restart=log_restart, **extra)
     resumed = len(result.restart_accuracies) - len(result.restart_seconds)
     for i, accuracy in enumerate(result.restart_accuracies[:resumed]):
-        logging.info("%s: %s (earlier run)", _part(settings, i, f.restarts),
+        logging.info("%s: %s (earlier run)", _part(settings, i, job.restarts),
                      _restart_score(settings, accuracy))
     return result
 
@@ -189,9 +189,10 @@ def _attack(f: flags.FlagValues, job: "Job", state: str) -> Any:
 class Job:
     """A prepared attack: ``challenge`` gives the output's format (checked before writing) and the
     scoring batch size; ``settings`` the attack; ``model`` maps ``x`` to logits; ``x`` ``[N, ...]``
-    float32 in the box, ``y`` ``[N]`` labels; ``strategy`` the ``tf.distribute`` one or None.
-    ``targets`` ``[N]``: the target classes of a targeted attack (chosen by the rule
-    ``target_rule``), else None. ``batch_size``: images per compiled call (None: ``--batch_size``).
+    float32 in the box, ``y`` ``[N]`` labels; ``strategy`` the ``tf.distribute`` one or None;
+    ``restarts`` and (DAA) ``steps_per_round`` the run's. ``targets`` ``[N]``: the target classes
+    of a targeted attack (chosen by the rule ``target_rule``), else None. ``batch_size``: images
+    per compiled call (None: ``--batch_size``).
     """
 
     challenge: registry.Challenge
@@ -200,6 +201,8 @@ class Job:
     model: Any
     x: np.ndarray
     y: np.ndarray
+    restarts: int
+    steps_per_round: int
     targets: Optional[np.ndarray] = None
     target_rule: str = ""
     batch_size: Optional[int] = None
@@ -219,9 +222,10 @@ class Outcome:
     pred: Optional[np.ndarray] = None
 
 
-def _interrupted(f: flags.FlagValues, module: str, output: str, state: str) -> int:
+def _interrupted(f: flags.FlagValues, module: str, output: str, state: str,
+                 restarts: Optional[int]) -> int:
     saved = _saved_restarts(state) if os.path.exists(state) else None
-    part = "stages" if catalogue.is_cascade(f.attack) else f"of {f.restarts} restarts"
+    part = "stages" if catalogue.is_cascade(f.attack) else f"of {restarts} restarts"
     where = (f"{saved} {part} are saved in {state}"
              if saved is not None else "nothing has finished yet, nothing is saved")
     logging.error("interrupted: %s; %s was not written. Resume with:\n  %s", where, output,
@@ -237,6 +241,7 @@ def execute(f: flags.FlagValues, module: str, prepare: Callable[[flags.FlagValue
     <module>``. Returns the exit status."""
     started = time.perf_counter()
     output, state = f.output, state_path(f.output)
+    job: Optional[Job] = None
     try:
         job = prepare(f)
         log_state(f, state)
@@ -256,7 +261,8 @@ def execute(f: flags.FlagValues, module: str, prepare: Callable[[flags.FlagValue
             written(job, Outcome(result, accuracy, size, time.perf_counter() - started, success,
                                  pred))
     except KeyboardInterrupt:
-        return _interrupted(f, module, output, state)
+        return _interrupted(f, module, output, state,
+                            f.restarts if job is None else job.restarts)
     except submission.InvalidSubmission as err:
         logging.error("refusing to write %s: %s", output, err)
         return 1
@@ -303,7 +309,8 @@ def prepare(challenge: registry.Challenge, f: flags.FlagValues) -> Job:
         targets = choose_targets(challenge, rule, model, x, y, f.seed, f.data_dir,
                                  f.num_examples, settings.jit_compile)
         logging.info("targets: %s (%d distinct classes)", rule, len(np.unique(targets)))
-    return Job(challenge, settings, strategy, model, x, y, targets, rule or "", batch_size)
+    return Job(challenge, settings, strategy, model, x, y, f.restarts, f.steps_per_round,
+               targets, rule or "", batch_size)
 
 
 def _targeted(challenge: registry.Challenge, settings: catalogue.RunSettings

@@ -3,8 +3,8 @@ r"""Adversarial training of a challenge's model, as MadryLab's ``train.py``, in 
     python -m challenges.train --challenge=mnist --model_dir=models/mine [--attack=pgd] \
         [--data_dir=MNIST_data] [--train_steps=...] [--batch_size=...] [--resume]
 
-Defaults are the training ``config.json`` of each release (:data:`RECIPES`): MNIST 100000 steps
-of batch 50, Adam 1e-4, PGD 40 x 0.01 at eps 0.3 with random start, MadryLab's initialisation;
+Defaults are the training ``config.json`` of each release (:mod:`daa_tf.recipes`): MNIST 100000
+steps of batch 50, Adam 1e-4, PGD 40 x 0.01 at eps 0.3 with random start, MadryLab's initialisation;
 CIFAR10 80000 steps of batch 128, TF1 momentum 0.9, learning rate 0.1 / 0.01 / 0.001 from step
 40000 / 60000, weight decay 0.0002 on the ``DW`` kernels, batch-norm decay 0.9, PGD 10 x 2 at eps 8
 with random start, ``cifar10_input.py``'s augmentation; Fashion-MNIST the DAA authors' net and
@@ -22,7 +22,6 @@ steps' training batches.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -31,7 +30,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from absl import flags, logging
 
-from daa_tf import catalogue
+from daa_tf import catalogue, recipes
 
 from challenges import cli, options, registry, resolve
 
@@ -39,36 +38,14 @@ MODULE = "challenges.train"
 CONFIG_FILE = "train_config.json"
 
 
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """One release's training ``config.json`` (pixel units)."""
-
-    layout: str  # checkpoint layout (daa_tf.models.checkpoint_writer.LAYOUTS)
-    train_steps: int
-    batch_size: int
-    epsilon: float
-    steps: int
-    step_size: float
-    output_steps: int = 100
-    checkpoint_steps: int = 300
-
-
-RECIPES: Dict[str, Recipe] = {
-    "mnist": Recipe("madry_mnist", 100000, 50, 0.3, 40, 0.01),
-    "cifar10": Recipe("madry_cifar10", 80000, 128, 8.0, 10, 2.0, checkpoint_steps=10000),
-    "fashion_mnist": Recipe("daa_fashion_mnist", 100000, 50, 0.2, 30, 0.01),
-}
-CIFAR10_SCHEDULE = ((40000, 60000), (0.1, 0.01, 0.001))
-CIFAR10_WEIGHT_DECAY = 0.0002  # on sum(w^2) / 2 of every DW kernel (tf.nn.l2_loss)
-
-
 def _recipe_help(field: str) -> str:
-    return ", ".join(f"{name} {getattr(r, field):g}" for name, r in RECIPES.items())
+    return ", ".join(f"{name} {getattr(r, field):g}" for name, r in recipes.RECIPES.items())
 
 
 def define_flags() -> None:
     """The trainer's flags: the shared groups (:mod:`challenges.options`) with their help and
-    defaults tailored to training (defaults from :data:`RECIPES`), and the trainer's own."""
+    defaults tailored to training (defaults from :data:`daa_tf.recipes.RECIPES`), and the
+    trainer's own."""
     options.define_challenge_flag(None)
     options.define_attack_choice_flags()
     options.define_step_flags(None)
@@ -110,20 +87,22 @@ def define_flags() -> None:
 
 def settings_from_flags(f: flags.FlagValues) -> Dict[str, Any]:
     """The run's settings: the recipe's, overridden by the flags given (JSON-serialisable)."""
-    challenge, recipe = registry.get_challenge(f.challenge), RECIPES[f.challenge]
+    challenge, recipe = registry.get_challenge(f.challenge), recipes.RECIPES[f.challenge]
 
     def pick(name: str) -> Any:
         return getattr(recipe, name) if f[name].value is None else f[name].value
 
     spec = catalogue.get_spec(f.attack)
-    steps, step_size = pick("steps"), pick("step_size")
-    if spec.one_step:  # FGSM: one step of epsilon unless --step_size says otherwise
+    steps = pick("steps")
+    # --step_size, else catalogue.default_step_size's rule (None: the attack's own, from eps)
+    step_size = (f.step_size if f.step_size is not None
+                 else catalogue.default_step_size(f.attack, configured=recipe.step_size))
+    if spec.one_step:  # FGSM: exactly one step
         if f.steps not in (None, 1):
             raise ValueError(f"--attack={f.attack} takes exactly one step: drop --steps")
-        steps, step_size = 1, f.step_size
-    elif getattr(spec, "schedule", "fixed") != "fixed":  # APGD: its own initial step (2 eps)
-        step_size = f.step_size
-    attack = dict(eps=pick("epsilon"), step_size=step_size, steps=steps, loss=f.loss,
+        steps = 1
+    attack = dict(eps=pick("epsilon"), step_size=step_size, steps=steps,
+                  loss=f.loss or spec.default_loss,
                   random_start=f.random_start is not False, clip_min=challenge.format.clip_min,
                   clip_max=challenge.format.clip_max,
                   jit_compile=catalogue.JIT_CHOICES[f.jit_compile])
@@ -135,72 +114,6 @@ def settings_from_flags(f: flags.FlagValues) -> Dict[str, Any]:
             "train_steps": pick("train_steps"), "batch_size": pick("batch_size"),
             "checkpoint_steps": pick("checkpoint_steps"), "seed": f.seed,
             "resnet_filters": f.resnet_filters if f.challenge == "cifar10" else None}
-
-
-# ------------------------------------------------------------------------- model and optimizer
-
-
-def madry_initialise(model: Any, challenge: str, seed: int) -> None:
-    """The releases' initialisers: MNIST / Fashion-MNIST weights truncated normal (sd 0.1),
-    biases 0.1; CIFAR10 conv ``DW`` normal (sd ``sqrt(2 / (k*k*out))``), ``logit/DW`` uniform
-    unit scaling (``+-sqrt(3 / fan_in)``), biases 0; batch norm 1, 0 and statistics 0, 1."""
-    import keras
-    import numpy as np
-
-    for i, layer in enumerate(model.layers):
-        init = None
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and challenge != "cifar10":
-            init = keras.initializers.TruncatedNormal(stddev=0.1, seed=seed + i)
-            layer.bias.assign(np.full(layer.bias.shape, 0.1, np.float32))
-        elif isinstance(layer, keras.layers.Conv2D):
-            k, _, _, out = layer.kernel.shape
-            init = keras.initializers.RandomNormal(stddev=float(np.sqrt(2.0 / (k * k * out))),
-                                                   seed=seed + i)
-        elif isinstance(layer, keras.layers.Dense):
-            limit = float(np.sqrt(3.0 / layer.kernel.shape[0]))
-            init = keras.initializers.RandomUniform(-limit, limit, seed=seed + i)
-            layer.bias.assign(np.zeros(layer.bias.shape, np.float32))
-        if init is not None:
-            layer.kernel.assign(init(layer.kernel.shape))
-
-
-def build_classifier(settings: Dict[str, Any]) -> Any:
-    """The challenge's untrained Keras net, with MadryLab's initialisation (and, for CIFAR10,
-    batch-norm decay 0.9 and the weight decay as L2 regularizers on the kernels)."""
-    import keras
-
-    from daa_tf.models import daa_fashion_mnist, madry_cifar10, madry_mnist
-    name = settings["challenge"]
-    if name == "mnist":
-        model = madry_mnist.build_madry_mnist()
-    elif name == "fashion_mnist":
-        model = daa_fashion_mnist.build_daa_fashion_mnist()
-    else:
-        widths = tuple(int(w) for w in settings["resnet_filters"].split(","))
-        if len(widths) != 4:
-            raise ValueError(f"--resnet_filters needs 4 widths, got {settings['resnet_filters']}")
-        model = madry_cifar10.build_madry_cifar10(madry_cifar10.ResNetConfig(filters=widths))
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.9
-            elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-                layer.kernel.regularizer = keras.regularizers.L2(CIFAR10_WEIGHT_DECAY / 2)
-    madry_initialise(model, name, settings["seed"])
-    return model
-
-
-def make_optimizer(challenge: str) -> Any:
-    """Adam 1e-4 (epsilon 1e-8, TF1's) for MNIST and Fashion-MNIST; for CIFAR10, TF1 momentum 0.9
-    on MadryLab's piecewise-constant learning rate."""
-    import keras
-
-    from daa_tf.training import TF1Momentum
-    if challenge == "cifar10":
-        boundaries, values = CIFAR10_SCHEDULE
-        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(list(boundaries),
-                                                                     list(values))
-        return TF1Momentum(schedule, momentum=0.9)
-    return keras.optimizers.Adam(1e-4, epsilon=1e-8)
 
 
 # ----------------------------------------------------------------------------------- the run
@@ -275,18 +188,25 @@ def _progress(every: int, total: int, batch_size: int) -> Any:
     return Progress()
 
 
+def _resnet_filters(settings: Dict[str, Any]) -> Tuple[int, ...]:
+    """``--resnet_filters`` as widths (CIFAR10; the recipe's default for the other nets)."""
+    if settings["resnet_filters"] is None:
+        return recipes.CIFAR10_FILTERS
+    widths = tuple(int(w) for w in settings["resnet_filters"].split(","))
+    if len(widths) != 4:
+        raise ValueError(f"--resnet_filters needs 4 widths, got {settings['resnet_filters']}")
+    return widths
+
+
 def _trainer(settings: Dict[str, Any], strategy: Any) -> Tuple[Any, Any]:
-    """``(classifier, compiled AdversarialTrainer)``, built under ``strategy``'s scope."""
-    from daa_tf import training
+    """``(classifier, compiled AdversarialTrainer)`` of the recipe, built under ``strategy``'s
+    scope."""
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        classifier = build_classifier(settings)
-        trainer = training.AdversarialTrainer(
-            classifier, settings["attack"], fraction=settings["fraction"], seed=settings["seed"],
+        return recipes.make_trainer(
+            settings["challenge"], settings["attack"], settings["attack_settings"],
+            seed=settings["seed"], fraction=settings["fraction"],
             attack_training=settings["attack_batch_norm"] == "training",
-            update_training=settings["challenge"] != "fashion_mnist",
-            **settings["attack_settings"])
-        trainer.compile(make_optimizer(settings["challenge"]))
-    return classifier, trainer
+            resnet_filters=_resnet_filters(settings))
 
 
 def _restore(classifier: Any, layout: str, model_dir: str, optimizer: Any) -> int:
@@ -312,10 +232,9 @@ def _restore(classifier: Any, layout: str, model_dir: str, optimizer: Any) -> in
 
 
 def _fit(f: flags.FlagValues, settings: Dict[str, Any]) -> int:
-    layout, total = RECIPES[f.challenge].layout, settings["train_steps"]
+    layout, total = recipes.RECIPES[f.challenge].layout, settings["train_steps"]
     found = checkpoint_steps(f.model_dir)
     _check_resume(f, settings, found)
-    from daa_tf import training
     from daa_tf.distribute import is_chief
     from daa_tf.models import checkpoint_writer as writer
     strategy = resolve.distribution_strategy()
@@ -334,9 +253,8 @@ def _fit(f: flags.FlagValues, settings: Dict[str, Any]) -> int:
     if start >= total:
         logging.info("nothing to do: the newest checkpoint is at step %d", start)
         return 0
-    batches = training.training_batches(
-        x, y, settings["batch_size"], seed=settings["seed"], start_step=start, stop_step=total,
-        augment=training.augment_cifar10 if f.challenge == "cifar10" else None)
+    batches = recipes.training_batches(f.challenge, x, y, settings["batch_size"],
+                                       seed=settings["seed"], start_step=start, stop_step=total)
     saver = writer.CheckpointEvery(classifier, layout, f.model_dir, settings["checkpoint_steps"],
                                    on_save=lambda prefix, _: logging.info("saved %s", prefix))
     saver.set_model(trainer)

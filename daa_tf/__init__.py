@@ -1,25 +1,32 @@
 """daa_tf: the Distributionally Adversarial Attack (Zheng, Chen, Ren, AAAI 2019) and the attacks it
 is measured against, for TensorFlow 2 / Keras models.
 
-The attack functions and the driver are loaded on first use, so that importing a light submodule
-(``daa_tf.files``, ``daa_tf.stats``) does not import TensorFlow. daa_tf's Keras layers are
-registered with Keras as soon as Keras is loaded (:mod:`daa_tf.keras_objects`), so that
-``keras.saving.load_model`` reads ``.keras`` files using them after ``import daa_tf``.
+The attack functions, ``run``, ``strongest`` and every submodule are loaded on first use
+(``daa_tf.pgd``, ``daa_tf.export``, ...), so that importing a light submodule (``daa_tf.files``,
+``daa_tf.catalogue``) does not import TensorFlow. daa_tf's Keras layers are registered with Keras
+as soon as Keras is loaded (:mod:`daa_tf.keras_objects`), so that ``keras.saving.load_model`` reads
+``.keras`` files using them after ``import daa_tf``. Layers: docs/architecture.md.
 """
 import importlib
 from typing import Any
 
 from daa_tf import keras_objects as _keras_objects
 
+_ATTACK_FUNCTIONS = ("fgsm", "rand_fgsm", "pgd", "momentum_pgd", "daa_blob", "daa_dgf", "apgd",
+                     "apgd_daa_blob", "apgd_daa_dgf", "multitargeted", "apgd_t", "fab", "fab_t",
+                     "square", "attack")
 _EXPORTS = {
-    "fgsm": "daa_tf.attacks", "pgd": "daa_tf.attacks", "momentum_pgd": "daa_tf.attacks",
-    "daa_blob": "daa_tf.attacks", "daa_dgf": "daa_tf.attacks", "rand_fgsm": "daa_tf.attacks",
-    "apgd": "daa_tf.attacks", "multitargeted": "daa_tf.multitarget",
-    "strongest": "daa_tf.cascade", "Stage": "daa_tf.cascade",
-    "run": "daa_tf.driver", "RunResult": "daa_tf.driver", "evaluate": "daa_tf.driver",
+    **{name: "daa_tf.attacks" for name in _ATTACK_FUNCTIONS},
+    "strongest": "daa_tf.cascade", "autoattack": "daa_tf.cascade", "Stage": "daa_tf.stages",
+    "run": "daa_tf.dispatch",
+    "RunResult": "daa_tf.results", "evaluate": "daa_tf.predict",
 }
-_SUBMODULES = ("attacks", "losses", "driver", "models", "data", "distribute", "stats",
-               "schedules", "iterates", "multitarget", "cascade")
+_SUBMODULES = (
+    "attacks", "batching", "boundary", "cascade", "catalogue", "checks", "data", "describe",
+    "device", "dispatch", "distribute", "draws", "driver", "engine", "export", "files",
+    "iterates", "keras_objects", "losses", "loop", "models", "particles", "predict", "projection", "recipes",
+    "results", "schedules", "settings", "specs", "squares", "stages", "stats", "steps", "targets",
+    "training", "validation")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 __version__ = "0.1.0"
@@ -31,6 +38,10 @@ def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"daa_tf.{name}")
     raise AttributeError(f"module 'daa_tf' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))
 
 
 _keras_objects.install()

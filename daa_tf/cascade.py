@@ -1,28 +1,28 @@
 """The strongest-first cascade (docs/algorithms.md#strongest): attacks run one after another, each
 on the examples still classified correctly, the worst case kept, within a gradient budget.
 
-Each stage is an ordinary :func:`daa_tf.run` (restarts, early stop, ODI, targets) on the examples
-the earlier stages did not fool, so the cascade spends its budget where it is still needed. The
-stages and the default sequence are catalogue entries (:class:`daa_tf.catalogue.Stage`,
-:func:`daa_tf.catalogue.default_stages`); ``daa_tf.run`` runs a cascade's settings through
-:func:`run` here, so every runner takes ``--attack=strongest``. Restarts repeat the whole cascade
-(new seeds) on the examples still classified correctly; the state is saved after every stage.
+Each stage is an ordinary run of the driver (:func:`daa_tf.driver.run`: restarts, early stop,
+ODI, targets) on the examples the earlier stages did not fool, so the cascade spends its budget
+where it is still needed. The stages and the default sequence are catalogue entries
+(:mod:`daa_tf.stages`); ``daa_tf.run`` runs a cascade's settings through :func:`run` here, so
+every runner takes ``--attack=strongest``. Restarts repeat the whole cascade (new seeds) on the
+examples still classified correctly; the state is saved after every stage.
 """
-import hashlib
-import json
-import os
 import time
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from daa_tf import catalogue, driver, validation
-from daa_tf import loop
+from daa_tf import checks, device, driver, loop, validation
+from daa_tf.batching import multiple_error
+from daa_tf.predict import evaluate
+from daa_tf.results import Merged, RunResult, fingerprint, resumed
+from daa_tf.settings import whole_number
+from daa_tf.specs import ATTACKS, DEFAULT_BATCH, DEFAULT_BUDGET, DEFAULT_SEED
+from daa_tf.specs import DEFAULT_STEPS_PER_ROUND
+from daa_tf.stages import CascadeSettings, Stage, cascade_settings
 
-Stage = catalogue.Stage
-DEFAULT_SEQUENCE = catalogue.DEFAULT_SEQUENCE
-MIN_STAGE_STEPS = catalogue.MIN_STAGE_STEPS
-default_stages = catalogue.default_stages
+OnStage = Callable[[int, Stage, float, float], None]
 
 
 def stage_seed(seed: int, index: int) -> int:
@@ -30,70 +30,71 @@ def stage_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _fingerprint(settings: catalogue.CascadeSettings, stages: Sequence[Stage], x0: np.ndarray,
+def _fingerprint(settings: CascadeSettings, stages: Sequence[Stage], x0: np.ndarray,
                  y: np.ndarray, seed: int) -> str:
     """Everything a saved cascade state depends on (not the number of restarts)."""
     described = [[s.attack, sorted((k, repr(v)) for k, v in s.settings.items()), s.restarts]
                  for s in stages]
-    head = [settings.attack, settings.eps, settings.clip_min, settings.clip_max, described, seed]
-    digest = hashlib.sha256(json.dumps(head).encode())
-    digest.update(np.ascontiguousarray(x0).tobytes())
-    digest.update(np.ascontiguousarray(y).tobytes())
-    return digest.hexdigest()
+    return fingerprint([settings.attack, settings.eps, settings.clip_min, settings.clip_max,
+                        described, seed], x0, y)
 
 
 def _initial_state(model: loop.Model, x0: np.ndarray, y: np.ndarray, batch_size: int,
-                   jit_compile: Optional[bool]) -> "tuple[driver.Merged, int]":
+                   jit_compile: Optional[bool]) -> "tuple[Merged, int]":
     """The clean images as the starting worst case (examples misclassified already count as
     fooled), and the model's number of classes."""
-    pred, score, logits = driver.evaluate(model, x0, y, "margin", batch_size, jit_compile)
-    return driver.Merged(x0.copy(), score, pred != y, []), int(logits.shape[1])
+    pred, score, logits = evaluate(model, x0, y, "margin", batch_size, jit_compile)
+    return Merged(x0.copy(), score, pred != y, []), int(logits.shape[1])
 
 
-def _resumed(merged: driver.Merged, state_path: Optional[str], resume: bool,
-             fingerprint: str, restarts: int, stages: int) -> driver.Merged:
-    """The saved state when resuming (checked against this run), else ``merged``."""
-    if not (state_path and resume and os.path.exists(state_path)):
-        return merged
-    saved = driver.Merged.load(state_path, fingerprint)
-    done = len(saved.restart_accuracies)
-    if done > restarts * stages:
-        raise ValueError(f"the saved state {state_path} holds {done} stages, more than the "
-                         f"{restarts} x {stages} asked for; ask for more restarts or start "
-                         "afresh")
-    return saved
+# Images the checks of a cascade with checks (AutoAttack's) look at: its first batch.
+CHECKED_IMAGES = 250
 
 
-def _stage(model: loop.Model, merged: driver.Merged, x0: np.ndarray, y: np.ndarray,
-           settings: catalogue.CascadeSettings, stage: Stage, seed: int, batch: int,
-           given_batch: Optional[int], run_kwargs: dict) -> float:
+def _check_model(model: loop.Model, x0: np.ndarray, y: np.ndarray, classes: int,
+                 stages: Sequence[Stage], jit_compile: Optional[bool]) -> None:
+    """AutoAttack's checks of the model before a run (:mod:`daa_tf.checks`): logits, not
+    probabilities; the same outputs on every call; non-zero gradients; enough classes."""
+    x, y = x0[:CHECKED_IMAGES], y[:CHECKED_IMAGES]
+    logits_fn = loop.compiled_logits(model, device.resolve_jit_compile(jit_compile))
+    checks.check_logits(logits_fn(x).numpy())
+    checks.check_deterministic(logits_fn, x, y)
+    checks.check_gradients(model, x, y)
+    targets = max([stage.resolved().targets for stage in stages] + [0])
+    if targets:
+        checks.check_classes(classes, targets)
+
+
+def _stage(model: loop.Model, merged: Merged, x0: np.ndarray, y: np.ndarray,
+           settings: CascadeSettings, stage: Stage, seed: int, batch: int,
+           given_batch: Optional[int], run_kwargs: dict) -> Tuple[float, float]:
     """One stage on the examples ``merged`` has not fooled, merged in place (the first point
-    that fools an example is kept, else the highest margin). Returns the gradients spent.
+    that fools an example is kept, else the highest margin). Returns the gradients and the
+    queries (a query attack's forward passes) spent.
     ``batch``: the whole set's batch, which every stage of independent examples keeps (shapes
-    from ``driver.bucket``, no retrace per stage); a DAA stage takes ``given_batch`` (the
-    caller's, a whole number of its groups; None: its default)."""
+    from :func:`daa_tf.batching.bucket`, no retrace per stage); a DAA stage takes
+    ``given_batch`` (the caller's, a whole number of its groups; None: its default)."""
     rows = np.flatnonzero(~merged.fooled)
     if not len(rows):
-        return 0.0
-    interacting = catalogue.ATTACKS[stage.attack].interacting
+        return 0.0, 0.0
+    interacting = ATTACKS[stage.attack].interacting
     result = driver.run(model, x0[rows], y[rows], stage.attack, restarts=stage.restarts,
                         seed=seed, eps=settings.eps, clip_min=settings.clip_min,
                         clip_max=settings.clip_max, jit_compile=settings.jit_compile,
                         batch_size=given_batch if interacting else batch, **run_kwargs,
                         **stage.settings)
-    pred, score, _ = driver.evaluate(model, result.x_adv, y[rows], "margin", batch,
-                                     settings.jit_compile)
+    pred, score, _ = evaluate(model, result.x_adv, y[rows], "margin", batch,
+                              settings.jit_compile)
     merged.update(rows, result.x_adv, score, pred != y[rows])
-    return result.gradients_mean * len(rows)
+    return result.gradients_mean * len(rows), result.queries_mean * len(rows)
 
 
-def run(model: loop.Model, x: Any, y: Any, settings: catalogue.CascadeSettings,
-        restarts: int = 1, batch_size: Optional[int] = None, seed: int = 0, verbose: int = 1,
+def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: int = 1,
+        batch_size: Optional[int] = None, seed: int = DEFAULT_SEED, verbose: int = 1,
         state_path: Optional[str] = None, resume: bool = False, strategy: Any = None,
-        on_restart: Optional[Callable[[int, float, float], None]] = None,
-        steps_per_round: int = catalogue.DEFAULT_STEPS_PER_ROUND,
-        on_stage: Optional[Callable[[int, Stage, float, float], None]] = None
-        ) -> driver.RunResult:
+        on_restart: Optional[driver.OnRestart] = None,
+        steps_per_round: int = DEFAULT_STEPS_PER_ROUND, on_stage: Optional[OnStage] = None
+        ) -> RunResult:
     """The cascade ``settings`` over the whole set ``x`` ``[N, ...]`` (pixel units in the box),
     labels ``y`` ``[N]``; what ``daa_tf.run`` does with a cascade's settings (same arguments:
     ``batch_size``, ``verbose``, ``strategy``, ``steps_per_round`` go to every stage's run).
@@ -105,68 +106,95 @@ def run(model: loop.Model, x: Any, y: Any, settings: catalogue.CascadeSettings,
     stages. With ``state_path`` the state is saved after every stage and ``resume=True``
     continues from it (the result equals an uninterrupted run). ``on_restart(index, accuracy,
     seconds)`` is called after every stage (``index`` counted over the restarts) with the
-    accuracy of the whole set so far; ``on_stage(index, stage, accuracy, seconds)`` likewise,
-    with the stage. The result's ``restart_accuracies`` / ``restart_seconds``
-    hold one entry per stage, ``gradients_per_image`` is ``restarts x`` the stages' budgets,
-    ``gradients_mean`` the gradients spent per image in this call.
+    running accuracy; ``on_stage(index, stage, accuracy, seconds)`` likewise, with the stage.
+    The result's ``restart_accuracies`` / ``restart_seconds`` hold one entry per stage,
+    ``gradients_per_image`` is ``restarts x`` the stages' budgets, ``gradients_mean`` the
+    gradients spent per image in this call; ``queries_per_image`` / ``queries_mean`` likewise
+    for the query stages (Square).
     """
     x0 = validation.as_batch(x, np.float32, "x")
     y = np.asarray(y)
     validation.check_batch(x0, y, settings.clip_min, settings.clip_max)
     y = y.astype(np.int32)
-    restarts = catalogue.whole_number("restarts", restarts, 1)
-    problem = catalogue.batch_size_error(settings.attack, batch_size, None)
+    restarts = whole_number("restarts", restarts, 1)
+    problem = multiple_error(settings.attack, batch_size, settings.batch_multiple)
     if problem:
         raise ValueError(problem)
-    batch = batch_size or min(catalogue.DEFAULT_BATCH, len(x0))
+    batch = batch_size or min(DEFAULT_BATCH, len(x0))
     merged, classes = _initial_state(model, x0, y, batch, settings.jit_compile)
+    clean = merged.accuracy
     stages = settings.stages_for(classes)
-    fingerprint = _fingerprint(settings, stages, x0, y, seed)
-    merged = _resumed(merged, state_path, resume, fingerprint, restarts, len(stages))
+    if settings.spec.checks and not (resume and state_path):
+        _check_model(model, x0, y, classes, stages, settings.jit_compile)
+    key = _fingerprint(settings, stages, x0, y, seed)
+    merged = resumed(state_path, resume, key, restarts * len(stages), "stages") or merged
     done = len(merged.restart_accuracies)
     run_kwargs = dict(verbose=verbose, steps_per_round=steps_per_round,
                       **({"strategy": strategy} if strategy is not None else {}))
     seconds: List[float] = []
-    spent = 0.0
+    spent = queried = 0.0
     for index in range(done, restarts * len(stages)):
         started = time.perf_counter()
-        spent += _stage(model, merged, x0, y, settings, stages[index % len(stages)],
-                        stage_seed(seed, index), batch, batch_size, run_kwargs)
-        merged.restart_accuracies.append(float(np.mean(~merged.fooled)))
+        stage = stages[index % len(stages)]
+        spent_here, queried_here = _stage(model, merged, x0, y, settings, stage,
+                                          stage_seed(seed, index), batch, batch_size, run_kwargs)
+        spent += spent_here
+        queried += queried_here
+        merged.restart_accuracies.append(merged.accuracy)
         if state_path:
-            merged.save(state_path, fingerprint)
+            merged.save(state_path, key)
         seconds.append(time.perf_counter() - started)
-        if on_restart is not None:
-            on_restart(index, merged.restart_accuracies[-1], seconds[-1])
-        if on_stage is not None:
-            on_stage(index, stages[index % len(stages)], merged.restart_accuracies[-1],
-                     seconds[-1])
-    pred, _, _ = driver.evaluate(model, merged.x, y, "xent", batch, settings.jit_compile)
+        for callback, args in ((on_restart, (index,)), (on_stage, (index, stage))):
+            if callback is not None:
+                callback(*args, merged.accuracy, seconds[-1])
+    pred, _, _ = evaluate(model, merged.x, y, "xent", batch, settings.jit_compile)
     correct = pred == y
-    return driver.RunResult(x_adv=merged.x, accuracy=float(np.mean(correct)), correct=correct,
-                            restart_accuracies=list(merged.restart_accuracies),
-                            restart_seconds=seconds,
-                            gradients_per_image=restarts * sum(s.gradients(classes)
-                                                               for s in stages),
-                            gradients_mean=spent / len(x0))
+    labels = [stages[i % len(stages)].label for i in range(len(merged.restart_accuracies))]
+    if settings.spec.checks:
+        checks.check_square({"clean": clean, **{
+            ("square" if stages[i % len(stages)].attack == "square" else f"{label} {i}"): acc
+            for i, (label, acc) in enumerate(zip(labels, merged.restart_accuracies))}})
+    return RunResult(x_adv=merged.x, accuracy=float(np.mean(correct)), correct=correct,
+                     restart_accuracies=list(merged.restart_accuracies), restart_seconds=seconds,
+                     gradients_per_image=restarts * sum(s.gradients(classes) for s in stages),
+                     gradients_mean=spent / len(x0),
+                     queries_per_image=restarts * sum(s.queries(classes) for s in stages),
+                     queries_mean=queried / len(x0), clean_accuracy=clean, stage_labels=labels)
 
 
-def strongest(model: loop.Model, x: Any, y: Any, *, eps: float,
-              budget: int = catalogue.DEFAULT_BUDGET, seed: int = 0,
-              stages: Optional[Sequence[Stage]] = None, clip_min: float = 0.0,
-              clip_max: float = 1.0, batch_size: Optional[int] = None, verbose: int = 0,
-              jit_compile: Optional[bool] = None, restarts: int = 1,
-              on_stage: Optional[Callable[[int, Stage, float, float], None]] = None,
-              **run_kwargs: Any) -> driver.RunResult:
+def autoattack(model: loop.Model, x: Any, y: Any, *, eps: float, version: str = "standard",
+               seed: int = DEFAULT_SEED, clip_min: float = 0.0, clip_max: float = 1.0,
+               batch_size: Optional[int] = None, verbose: int = 1,
+               jit_compile: Optional[bool] = None, on_stage: Optional[OnStage] = None,
+               **run_kwargs: Any) -> RunResult:
+    """AutoAttack (Croce & Hein 2020; docs/algorithms.md#autoattack) on the whole set ``x``
+    ``[N, ...]`` (pixel units in ``[clip_min, clip_max]``), labels ``y`` ``[N]``, L-inf radius
+    ``eps``: ``version`` ``standard`` (APGD-CE, APGD-T, FAB-T, Square with 5000 queries) or
+    ``plus``, each attack on the examples still classified correctly, in the compiled loop. The
+    model is checked first (logits, determinism, gradients, classes: warnings of
+    :mod:`daa_tf.checks`), and Square's result after. ``result.accuracies()`` gives the robust
+    accuracy after each attack; ``run_kwargs`` (``state_path``, ``resume``: the state is saved
+    after each attack; ``strategy``; ``on_restart``) go to :func:`run`.
+    """
+    settings = cascade_settings("autoattack", eps=eps, version=version, clip_min=clip_min,
+                                clip_max=clip_max, jit_compile=jit_compile)
+    return run(model, x, y, settings, batch_size=batch_size, seed=seed, verbose=verbose,
+               on_stage=on_stage, **run_kwargs)
+
+
+def strongest(model: loop.Model, x: Any, y: Any, *, eps: float, budget: int = DEFAULT_BUDGET,
+              seed: int = DEFAULT_SEED, stages: Optional[Sequence[Stage]] = None,
+              clip_min: float = 0.0, clip_max: float = 1.0, batch_size: Optional[int] = None,
+              verbose: int = 1, jit_compile: Optional[bool] = None, restarts: int = 1,
+              on_stage: Optional[OnStage] = None, **run_kwargs: Any) -> RunResult:
     """The cascade on the whole set ``x`` ``[N, ...]`` (pixel units in ``[clip_min,
     clip_max]``), labels ``y`` ``[N]``, L-inf radius ``eps`` (pixel units), at most ``budget``
     gradients per image (and restart; the stages' budgets summed; ``stages`` default
-    :func:`daa_tf.catalogue.default_stages`). ``on_stage(index, stage, accuracy, seconds)`` is
-    called after each stage with the accuracy of the whole set so far; ``run_kwargs``
-    (``state_path``, ``resume``, ``strategy``) go to :func:`run`, which documents the result.
+    :func:`daa_tf.stages.default_stages`). ``on_stage(index, stage, accuracy, seconds)`` is
+    called after each stage with the running accuracy; ``run_kwargs`` (``state_path``,
+    ``resume``, ``strategy``, ``on_restart``) go to :func:`run`, which documents the result.
     """
-    settings = catalogue.cascade_settings(eps=eps, budget=budget, clip_min=clip_min,
-                                          clip_max=clip_max, jit_compile=jit_compile,
-                                          stages=stages)
+    settings = cascade_settings(eps=eps, budget=budget, clip_min=clip_min, clip_max=clip_max,
+                                jit_compile=jit_compile, stages=stages)
     return run(model, x, y, settings, restarts=restarts, batch_size=batch_size, seed=seed,
                verbose=verbose, on_stage=on_stage, **run_kwargs)

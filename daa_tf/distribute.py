@@ -2,7 +2,7 @@
 
 Design. The data set is cut into groups before anything is distributed: the driver permutes the set,
 cuts it into batches of whole DAA groups exactly as on one device, and hands this module a *global
-batch* of up to ``replicas x shard_size`` rows. :func:`run_steps` cuts it into *shards* of
+batch* of up to ``replicas x shard_size`` rows. :func:`run_loop` cuts it into *shards* of
 ``shard_size`` rows (a multiple of ``particles``: whole groups), gives each replica one shard
 (``strategy.experimental_distribute_values_from_function``), runs the compiled step loop of
 :mod:`daa_tf.loop` on every replica (``strategy.run``) and gathers the shards back in order
@@ -35,13 +35,12 @@ Multi-worker runs are SPMD: every worker runs the same program on the same data 
 same result; only the chief (:func:`is_chief`) should write files.
 """
 import contextlib
-from typing import Any, ContextManager, Dict, Optional, Tuple
+from typing import Any, ContextManager, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from daa_tf import attacks
-from daa_tf import loop
+from daa_tf import engine, loop
 from daa_tf.catalogue import STRATEGIES
 
 
@@ -83,17 +82,19 @@ def is_chief(strategy: Optional[tf.distribute.Strategy]) -> bool:
 
 
 def _distributed_loop(strategy: tf.distribute.Strategy, model: loop.Model,
-                      cfg: attacks.AttackConfig) -> Any:
+                      cfg: engine.AttackConfig) -> Any:
     """The cached ``tf.function`` running the compiled loop on every replica, then gathering."""
     def build(get_model):
         def replica_fn(main, tail, scalars, params):
-            steps_fn = attacks.compiled_steps(get_model(), cfg)
-            return tuple(None if shard is None else steps_fn(*shard, *scalars, params)
+            steps_fn = engine.compiled(get_model(), cfg)
+            # a shard is (x0, y, x_start) or, for a random schedule, (x0, y, x_start, keys)
+            return tuple(None if shard is None else
+                         steps_fn(*shard[:3], *scalars, params, *shard[3:])
                          for shard in (main, tail))
 
         def run_and_gather(main, tail, scalars, params):
             outs = strategy.run(replica_fn, args=(main, tail, scalars, params))
-            # with cfg.best the loop returns a tuple of per-example tensors: gather each
+            # with cfg.best (or queries) the loop returns a tuple of per-example tensors
             return tuple(None if out is None else tf.nest.map_structure(
                 lambda t: strategy.gather(t, axis=0), out) for out in outs)
 
@@ -103,10 +104,11 @@ def _distributed_loop(strategy: tf.distribute.Strategy, model: loop.Model,
     return loop.cached(model, key, build)
 
 
-def _per_replica(strategy: tf.distribute.Strategy, x0: np.ndarray, y: np.ndarray,
-                 x_start: np.ndarray, owner: Dict[int, int], rows: int) -> Tuple[Any, Any, Any]:
-    """Distributed ``(x0, y, x_start)`` shards of ``rows`` rows: replica ``r`` gets rows
-    ``owner[r] * rows ...`` of the arrays, or zeros when it owns none."""
+def _per_replica(strategy: tf.distribute.Strategy, arrays: List[np.ndarray],
+                 owner: Dict[int, int], rows: int) -> Tuple[Any, ...]:
+    """Distributed shards of ``rows`` rows of each of ``arrays`` (``x0, y, x_start`` and a
+    random schedule's ``keys``): replica ``r`` gets rows ``owner[r] * rows ...`` of the arrays,
+    or zeros when it owns none."""
     def value_fn(arr):
         def fn(ctx):
             shard = owner.get(ctx.replica_id_in_sync_group)
@@ -114,34 +116,33 @@ def _per_replica(strategy: tf.distribute.Strategy, x0: np.ndarray, y: np.ndarray
                 return tf.zeros((rows,) + arr.shape[1:], tf.as_dtype(arr.dtype))
             return tf.constant(arr[shard * rows:(shard + 1) * rows])
         return strategy.experimental_distribute_values_from_function(fn)
-    return value_fn(x0), value_fn(y), value_fn(x_start)
-
-
-def run_steps(strategy: tf.distribute.Strategy, model: loop.Model,
-              cfg: attacks.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
-              steps: Optional[int] = None, shard_size: Optional[int] = None) -> np.ndarray:
-    """:func:`daa_tf.attacks.run_steps` spread over the replicas of ``strategy`` (the attack's
-    points: the last iterates, or the best ones with ``cfg.best``); see :func:`run_loop`."""
-    out = run_loop(strategy, model, cfg, x0, y, x_start, steps, shard_size)
-    return out[1] if cfg.best else out
+    return tuple(value_fn(a) for a in arrays)
 
 
 def run_loop(strategy: tf.distribute.Strategy, model: loop.Model,
-             cfg: attacks.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
-             steps: Optional[int] = None, shard_size: Optional[int] = None) -> Any:
-    """:func:`daa_tf.attacks.run_loop` spread over the replicas of ``strategy``.
+             cfg: engine.AttackConfig, x0: np.ndarray, y: np.ndarray, x_start: np.ndarray,
+             steps: Optional[int] = None, shard_size: Optional[int] = None,
+             keys: Optional[np.ndarray] = None) -> Any:
+    """:func:`daa_tf.engine.run_loop` spread over the replicas of ``strategy``.
 
     ``x0`` (clean), ``y`` (labels: ``[N]``, or ``[N, 2]`` / ``[N, C]`` for the losses that take
     them) and ``x_start`` are NumPy arrays holding consecutive whole
     groups of ``particles`` (the last group may be smaller; for PGD-like attacks any rows).
     ``shard_size``: rows per replica and call, a multiple of ``particles`` (default: the batch's
     groups spread evenly over the replicas); a batch longer than ``replicas x shard_size`` takes
-    several calls. Each shard is computed exactly as ``attacks.run_steps`` computes a batch of
-    those rows on one device (so the result equals ``attacks.run_steps`` on consecutive batches of
-    ``shard_size`` rows, bit for bit). Returns the points after ``steps`` (default the settings')
-    steps, NumPy, ``x_start``'s shape; with ``cfg.best``, the tuple ``(x_last, x_best, objective,
-    fooled)`` of NumPy arrays.
+    several calls. Each shard is computed exactly as ``engine.run_loop`` computes a batch of
+    those rows on one device (so the result equals ``engine.run_loop`` on consecutive batches of
+    ``shard_size`` rows, bit for bit). ``keys``: the rows' keys ``[N]`` uint32, required for a
+    random schedule (Square), sharded with the rows. Returns the points after ``steps`` (default
+    the settings') steps, NumPy, ``x_start``'s shape; with ``cfg.best``, the tuple ``(x_last,
+    x_best, objective, fooled)`` of NumPy arrays; with ``cfg.counts_queries`` the queries per
+    example end the tuple (:func:`daa_tf.engine.outputs`'s layout).
     """
+    if cfg.random and keys is None:
+        raise ValueError(f"{cfg.settings.attack} draws inside its loop: pass the rows' keys")
+    tupled = cfg.best or cfg.counts_queries
+    if keys is not None:
+        keys = np.asarray(keys, np.uint32)
     x0, x_start = np.asarray(x0, np.float32), np.asarray(x_start, np.float32)
     y = np.asarray(y)
     y = y.astype(np.float32 if np.issubdtype(y.dtype, np.floating) else np.int32)
@@ -154,20 +155,20 @@ def run_loop(strategy: tf.distribute.Strategy, model: loop.Model,
     if shard_size < 1 or shard_size % unit:
         raise ValueError(f"shard_size must be a positive multiple of {unit}, got {shard_size}")
     fn = _distributed_loop(strategy, model, cfg)
-    scalars, params = attacks.loop_arguments(cfg, steps)
+    scalars, params = engine.loop_arguments(cfg, steps)
     outs = None
     for begin in range(0, n, replicas * shard_size):
         end = min(n, begin + replicas * shard_size)
         full, tail = divmod(end - begin, shard_size)
-        chunk = [a[begin:end] for a in (x0, y, x_start)]
+        chunk = [a[begin:end] for a in (x0, y, x_start) + ((keys,) if cfg.random else ())]
         # Shards absent from this call are None (static in the trace): nothing empty is gathered
         # (TF 2.21 segfaults gathering zero-row per-replica tensors across devices).
-        main = (_per_replica(strategy, *chunk, {r: r for r in range(full)}, shard_size)
+        main = (_per_replica(strategy, chunk, {r: r for r in range(full)}, shard_size)
                 if full else None)
-        tail_in = (_per_replica(strategy, *[a[full * shard_size:] for a in chunk], {full: 0}, tail)
+        tail_in = (_per_replica(strategy, [a[full * shard_size:] for a in chunk], {full: 0}, tail)
                    if tail else None)
         main_out, tail_out = fn(main, tail_in, scalars, params)
-        main_out, tail_out = [None if o is None else (tuple(o) if cfg.best else (o,))
+        main_out, tail_out = [None if o is None else (tuple(o) if tupled else (o,))
                               for o in (main_out, tail_out)]
         if outs is None:
             outs = [np.empty((n,) + tuple(t.shape[1:]), t.dtype.as_numpy_dtype)
@@ -179,4 +180,4 @@ def run_loop(strategy: tf.distribute.Strategy, model: loop.Model,
             if tail:
                 out[begin + full * shard_size:end] = \
                     tail_part.numpy()[full * tail:(full + 1) * tail]
-    return tuple(outs) if cfg.best else outs[0]
+    return tuple(outs) if tupled else outs[0]

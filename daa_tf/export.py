@@ -39,7 +39,6 @@ around one): its variables are saved with the attack.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import shutil
@@ -58,57 +57,39 @@ SIGNATURE = "serving_default"
 SETTINGS_SIGNATURE = "attack_settings"  # no inputs -> {"attack_settings": JSON string}
 FORMAT_VERSION = 1
 
-# Arguments of the public attack functions that the export itself supplies or does not support.
-_NOT_SETTINGS = ("model", "x", "y", "seed", "x_init")
-
-
 def attack_function(attack: str) -> Callable[..., tf.Tensor]:
-    """The public function of catalogue attack ``attack`` (``daa_tf.attacks.ATTACK_FUNCTIONS``,
-    else ``daa_tf.<attack>``); ValueError naming the choices for an unknown name."""
+    """The public function of catalogue attack ``attack`` (``daa_tf.<attack>``); ValueError
+    naming the choices for an unknown name."""
     catalogue.get_spec(attack)
-    from daa_tf import attacks  # TensorFlow is imported anyway
-    fn = getattr(attacks, "ATTACK_FUNCTIONS", {}).get(attack) or getattr(daa_tf, attack, None)
-    if fn is None:
-        raise ValueError(f"attack {attack!r} has no public function to export")
-    return fn
+    from daa_tf.attacks import ATTACK_FUNCTIONS  # TensorFlow is imported anyway
+    return ATTACK_FUNCTIONS[attack]
 
 
 def resolve_settings(attack: str, settings: Dict[str, Any]
                      ) -> Tuple[Dict[str, Any], catalogue.AttackSettings]:
     """``(kwargs, validated)``: the keyword arguments ``daa_tf.<attack>`` is traced with (the
-    user's ``settings``, ``jit_compile`` False unless given) and the complete settings they mean,
-    validated by :func:`daa_tf.catalogue.attack_settings` with the function's own defaults (e.g.
-    FGSM's ``random_start=False``). TypeError for unknown or missing settings, ValueError for
-    invalid values; nothing is traced."""
-    fn = attack_function(attack)
+    user's ``settings``, ``jit_compile`` False unless given) and the complete settings they mean
+    (the attack's catalogue defaults filled in by :func:`daa_tf.settings.attack_settings`).
+    TypeError for unknown or missing settings, ValueError for invalid values; nothing is
+    traced."""
+    catalogue.get_spec(attack)
     for name in ("seed", "x_init"):
         if name in settings:
             raise TypeError(f"{name} is not a setting of an exported attack: the signature takes "
                             "the seed as an input, and the attack starts from x (random_start) "
                             "or at x")
-    signature = inspect.signature(fn).parameters
-    catalogue_params = [name for name in inspect.signature(catalogue.attack_settings).parameters
-                        if name != "attack"]
-    params = {name: p for name, p in signature.items()
-              if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _NOT_SETTINGS}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
-        for name in catalogue_params:  # a thin wrapper (**kw): the catalogue's settings
-            params.setdefault(name, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY))
-    unknown = sorted(set(settings) - set(params))
+    unknown = sorted(set(settings) - set(catalogue.SETTING_NAMES)) + \
+        catalogue.unread_settings(attack, settings)
     if unknown:
-        raise TypeError(f"unknown setting(s) {unknown} for {attack}: it takes {sorted(params)}")
+        raise TypeError(f"unknown setting(s) {unknown} for {attack}: it takes "
+                        f"{sorted(catalogue.SETTING_NAMES)}")
     kwargs = dict(settings)
-    if kwargs.get("jit_compile") is None and "jit_compile" in params:
+    if kwargs.get("jit_compile") is None:
         kwargs["jit_compile"] = False
-    values = {name: p.default for name, p in params.items()
-              if p.default is not inspect.Parameter.empty}
-    values.update(kwargs)
-    missing = sorted(name for name, p in signature.items() if name in params
-                     and p.default is inspect.Parameter.empty and name not in values)
-    if missing:
-        raise TypeError(f"{attack} needs the setting(s) {missing}")
-    validated = catalogue.attack_settings(
-        attack, **{k: v for k, v in values.items() if k in catalogue_params})
+    validated = catalogue.attack_settings(attack, **kwargs)
+    if validated.targets:
+        raise ValueError(f"{attack} with targets (MultiTargeted) chooses its target classes on "
+                         "the host and cannot be exported; export the base attack instead")
     return kwargs, validated
 
 

@@ -9,6 +9,16 @@ step rule's direction ``V`` (:mod:`daa_tf.steps`); the schedule's ``step``
 that may change between calls (eps, step size, steps, box, seed-derived start, rule and schedule
 parameters) enters as a tensor, so calls with the same input shapes never retrace.
 
+A schedule with ``needs_gradients`` False (a query-based attack) gets forward passes only.
+A schedule with ``owns_result`` (FAB) also reads the clean batch, ``eps``, the box and each
+pass's success from ``params``, and gives the loop's point itself
+(:meth:`~daa_tf.schedules.Schedule.result`) after one forward pass judges the last point.
+Query schedules may also read each pass's success (``needs_success``: ``params["fooled"]`` in
+``observe``), take per-example random keys (``random``: the loop's last argument ``keys``
+``[N]`` uint32, handed to the schedule as ``params["keys"]``), stop the loop early
+(``running``) and report the passes each example spent (``counts_queries``: the loop's outputs
+end with ``queries`` int32 ``[N]``).
+
 When neither the schedule nor best-iterate tracking reads loss values (PGD, FGSM, momentum PGD,
 DAA), the gradient pass is the gradient-only function of before, and the loop is op for op the
 loop of those attacks before schedules existed.
@@ -25,17 +35,6 @@ from daa_tf.schedules import FixedStep, Schedule
 from daa_tf.steps import StepRule
 
 Model = Callable[[tf.Tensor], tf.Tensor]
-
-
-def default_jit_compile() -> bool:
-    """XLA on GPU/TPU, the plain graph (oneDNN kernels) on CPU: on the CPU, XLA measured slower
-    for these nets (see benchmarks/ and the README)."""
-    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-
-
-def resolve_jit_compile(jit_compile: Optional[bool]) -> bool:
-    """``None`` picks :func:`default_jit_compile`; a bool is the user's override."""
-    return default_jit_compile() if jit_compile is None else bool(jit_compile)
 
 
 def call_model(model: Model, x: tf.Tensor) -> tf.Tensor:
@@ -91,12 +90,38 @@ def value_and_gradient_function(model: Model, loss_fn: LossFn, y: tf.Tensor, tar
     return tf.function(value_and_gradient, experimental_attributes={"_noinline": True})
 
 
+def value_function(model: Model, loss_fn: LossFn, y: tf.Tensor, targeted: bool
+                   ) -> Callable[[tf.Tensor], Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """``x -> (objective [N], logits [N, C], zeros like x)``: one forward pass (a query) for the
+    schedules that read no gradient (``needs_gradients`` False); the zero "gradient" keeps the
+    loop body's shape."""
+    def value(x):
+        logits = call_model(model, x)
+        loss = loss_fn(logits, y)
+        return (-loss if targeted else loss), logits, tf.zeros_like(x)
+    return value
+
+
+def _hooks(schedule: Schedule) -> Tuple[bool, bool, bool]:
+    """The optional hooks of a query schedule: ``(needs_success, stops early, counts
+    queries)``."""
+    return (bool(getattr(schedule, "needs_success", False)), hasattr(schedule, "running"),
+            bool(getattr(schedule, "counts_queries", False)))
+
+
 def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targeted: bool,
            jit_compile: bool, schedule: Schedule, best: bool) -> Callable[..., Any]:
     valued = best or schedule.needs_values
+    owns = schedule.owns_result
+    wants_success, stops, counts = _hooks(schedule)
+    wants_success = wants_success or owns
 
-    def run_steps(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params):
+    def steps_loop(x0, y, x_start, eps, step_size, steps, clip_min, clip_max, params, keys=None):
         model = get_model()
+        if owns:  # the schedule reads the ball's centre and radius and the box
+            params = {**params, "x0": x0, "eps": eps, "clip_min": clip_min, "clip_max": clip_max}
+        if keys is not None:  # per-example keys of a random schedule, sharded with the examples
+            params = {**params, "keys": keys}
         state = rule.init_state(x_start, params)
         # proj(x) = clip(clip(x, x0 - eps, x0 + eps), clip_min, clip_max) is one clip to the
         # intersection of the ball and the box (they overlap: x0 lies in both; min and max are
@@ -118,33 +143,49 @@ def _build(get_model: Callable[[], Model], loss_fn: LossFn, rule: StepRule, targ
                                        (tf.constant(0, tf.int32), x_start, state, moves))
             return x
 
-        value_and_gradient = value_and_gradient_function(model, loss_fn, y, targeted,
-                                                         jit_compile)
+        if schedule.needs_gradients:
+            value_and_gradient = value_and_gradient_function(model, loss_fn, y, targeted,
+                                                             jit_compile)
+        else:  # a query-only schedule: forward passes, no gradient
+            value_and_gradient = value_function(model, loss_fn, y, targeted)
         track = iterates.init(x_start) if best else ()
 
         def valued_body(i, x, state, moves, track):
             objective, logits, grad = value_and_gradient(x)
+            success = fooled(logits, y, targeted) if best or wants_success else None
             if best:
-                track = iterates.update(track, x, objective, fooled(logits, y, targeted))
-            x, grad, moves = schedule.observe(i, x, grad, objective, moves, params)
+                track = iterates.update(track, x, objective, success)
+            x, grad, moves = schedule.observe(
+                i, x, grad, objective, moves,
+                {**params, "fooled": success} if wants_success else params)
             v, state = rule.direction(grad, x, state, params)
             x, moves = schedule.step(i, x, v, moves, step_size, low, high, params)
             return i + 1, x, state, moves, track
 
-        _, x, _, _, track = tf.while_loop(
-            lambda i, x, state, moves, track: i < steps, valued_body,
-            (tf.constant(0, tf.int32), x_start, state, moves, track))
+        def valued_cond(i, x, state, moves, track):
+            if stops:  # a query schedule whose examples are all done ends the loop
+                return tf.logical_and(i < steps, schedule.running(moves))
+            return i < steps
+
+        _, x, _, moves, track = tf.while_loop(
+            valued_cond, valued_body, (tf.constant(0, tf.int32), x_start, state, moves, track))
+        if owns:  # one forward pass judges the last point; the schedule gives the result
+            objective, logits, _ = value_function(model, loss_fn, y, targeted)(x)
+            x = schedule.result(x, objective, fooled(logits, y, targeted), moves, params)
+            if best:  # the best-iterate state is the result's own
+                track = iterates.init(x)
+        counted = (schedule.queries(moves),) if counts else ()
         if not best:
-            return x
+            return (x,) + counted if counts else x
         # The last point had no gradient pass: one forward pass judges it.
         logits = call_model(model, x)
         objective = loss_fn(logits, y)
         if targeted:
             objective = -objective
         track = iterates.update(track, x, objective, fooled(logits, y, targeted))
-        return (x,) + tuple(track)
+        return (x,) + tuple(track) + counted
 
-    return tf.function(run_steps, jit_compile=jit_compile, reduce_retracing=False)
+    return tf.function(steps_loop, jit_compile=jit_compile, reduce_retracing=False)
 
 
 # model -> {key: compiled function}. Weak keys, and functions that reach their model through a weak
@@ -180,12 +221,14 @@ def compiled_loop(model: Model, loss_fn: LossFn, rule: StepRule, targeted: bool,
                   jit_compile: bool, schedule: Schedule = FixedStep(), best: bool = False
                   ) -> Callable[..., Any]:
     """The cached compiled loop ``f(x0, y, x_start, eps, step_size, steps, clip_min, clip_max,
-    params)`` for this model and configuration.
+    params[, keys])`` for this model and configuration (``keys`` ``[N]`` uint32: a random
+    schedule's per-example keys, :func:`daa_tf.draws.example_keys`).
 
     ``y`` is whatever ``loss_fn`` takes as labels (int ``[N]``; ``[N, 2]`` pairs for the losses
     toward a target; ODI's ``[N, C]`` weights). ``params``: the rule's and the schedule's tensors.
     Returns the last iterate ``x_adv``; with ``best``, the tuple ``(x_last, x_best, objective,
-    fooled)`` of :mod:`daa_tf.iterates` (``x_best`` is the attack's result).
+    fooled)`` of :mod:`daa_tf.iterates` (``x_best`` is the attack's result). A schedule that
+    counts queries appends its ``queries`` ``[N]`` (``(x_last, queries)`` without ``best``).
     ``schedule`` defaults to PGD's fixed step, so ``compiled_loop(model, loss_fn, rule, targeted,
     jit_compile)`` is the loop of PGD, FGSM, momentum PGD and DAA, as before.
     """

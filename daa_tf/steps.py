@@ -8,7 +8,7 @@ user may vary between calls (``decay``, ``c``) arrive as tensors in ``params`` s
 never retraces.
 """
 import dataclasses
-from typing import Dict, Protocol, Tuple
+from typing import Any, Dict, Protocol, Tuple, Type
 
 import tensorflow as tf
 
@@ -21,11 +21,16 @@ Params = Dict[str, tf.Tensor]
 class StepRule(Protocol):
     """The direction hook of the loop: hashable static configuration with two methods.
 
-    ``init_state(x, params)`` gives the rule's loop state (a tuple of tensors, possibly empty)
-    for starting points ``x`` ``[N, ...]``; ``direction(grad, x, state, params)`` maps the loss
-    gradient ``grad`` (``x``'s shape) at ``x`` to ``(V, new_state)``; the loop's schedule then
-    moves ``x`` along ``V`` (PGD: ``x <- proj(x + a * sign(V))``).
+    ``from_settings(settings)`` builds the rule and its tensor parameters from validated
+    :class:`daa_tf.settings.AttackSettings`. ``init_state(x, params)`` gives the rule's loop state
+    (a tuple of tensors, possibly empty) for starting points ``x`` ``[N, ...]``;
+    ``direction(grad, x, state, params)`` maps the loss gradient ``grad`` (``x``'s shape) at ``x``
+    to ``(V, new_state)``; the loop's schedule then moves ``x`` along ``V`` (PGD:
+    ``x <- proj(x + a * sign(V))``).
     """
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Tuple["StepRule", Dict[str, float]]: ...
 
     def init_state(self, x: tf.Tensor, params: Params) -> State: ...
 
@@ -38,8 +43,12 @@ def _flat(t: tf.Tensor) -> tf.Tensor:
 
 
 @dataclasses.dataclass(frozen=True)
-class SignGradient:
-    """PGD / FGSM: ``V = G``."""
+class Gradient:
+    """PGD / FGSM / APGD: ``V = G`` (the schedule takes the sign)."""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Tuple["Gradient", Dict[str, float]]:
+        return cls(), {}
 
     def init_state(self, x: tf.Tensor, params: Params) -> State:
         return ()
@@ -55,6 +64,10 @@ class Momentum:
 
     A zero gradient row contributes zero (its norm is floored at the smallest normal float).
     """
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Tuple["Momentum", Dict[str, float]]:
+        return cls(), {"decay": settings.decay}
 
     def init_state(self, x: tf.Tensor, params: Params) -> State:
         return (tf.zeros_like(x),)
@@ -78,6 +91,10 @@ class Particles:
     kind: str
     particles: int
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> Tuple["Particles", Dict[str, float]]:
+        return cls(settings.spec.direction, settings.particles), {"c": settings.effective_c}
+
     def init_state(self, x: tf.Tensor, params: Params) -> State:
         return ()
 
@@ -85,7 +102,14 @@ class Particles:
                   params: Params) -> Tuple[tf.Tensor, State]:
         xg, mask, sizes = to_groups(_flat(x), self.particles)
         gg, _, _ = to_groups(_flat(grad), self.particles)
-        rule = blob_direction if self.kind == "blob" else dgf_direction
-        v = rule(gg, xg, mask, sizes, params["c"])
+        v = PARTICLE_DIRECTIONS[self.kind](gg, xg, mask, sizes, params["c"])
         n = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
         return tf.reshape(from_groups(v, n), tf.shape(x)), state
+
+
+# DAA's particle directions by kind (paper eqs. 21 and 22).
+PARTICLE_DIRECTIONS = {"blob": blob_direction, "dgf": dgf_direction}
+
+# The step rules by their catalogue key (daa_tf.specs.DIRECTIONS).
+RULES: Dict[str, Type[Any]] = {"sign": Gradient, "momentum": Momentum, "blob": Particles,
+                               "dgf": Particles}

@@ -1,5 +1,5 @@
-"""Smoke test of the benchmark suite: minimal sizes, structure only (never timings); the authors'
-baseline computes the paper's BLOB direction."""
+"""Smoke tests of the benchmark suite (benchmarks/): minimal sizes, structure only (never timings),
+every section including training; the authors' baseline computes the paper's BLOB direction."""
 import json
 import sys
 
@@ -204,7 +204,7 @@ def test_steps_section_times_apgd_multitargeted_and_art_pgd():
     s, (x, y) = ctx.settings, (ctx.x, ctx.y)
     run, _, cfg = attack_runner(ctx.model, "multitargeted", x, y, 2, 4, False, s)
     assert cfg.settings.loss == "margin" and cfg.settings.step_size == 2 * s["eps"]
-    one_target = daa_tf.multitargeted(ctx.model, x, y, eps=s["eps"], steps=2, num_targets=1,
+    one_target = daa_tf.multitargeted(ctx.model, x, y, eps=s["eps"], steps=2, targets=1,
                                       seed=0, jit_compile=False)
     np.testing.assert_array_equal(run(), one_target.numpy())
     run, _, _ = attack_runner(ctx.model, "apgd", x, y, 2, 4, False, s)
@@ -232,3 +232,71 @@ def test_step_attack_names():
         bench.parse_args(["--compile-attacks", "art_pgd"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--attacks", "nope"])
+
+
+def test_contender_lists_and_the_art_helpers(monkeypatch):
+    import argparse
+    import os
+    import types
+
+    from benchmarks import common
+
+    parse = common.contender_list(("a", "b"))
+    assert parse(" b, a,,") == ["b", "a"] and parse("") == []
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match=r"unknown contenders \['c'\]; known: \['a', 'b'\]"):
+        parse("a,c")
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setitem(sys.modules, "art", None)  # not importable
+    assert common.import_art("art.attacks.evasion.ProjectedGradientDescent") is None
+    assert os.environ["TQDM_DISABLE"] == "1"  # set before tqdm could load with ART
+
+    made = {}
+
+    class Classifier:  # records what ART's TensorFlowV2Classifier would be given
+        def __init__(self, model, **kwargs):
+            made.update(kwargs, model=model)
+
+    fake = {"art": types.ModuleType("art"),
+            "art.estimators": types.ModuleType("art.estimators"),
+            "art.estimators.classification": types.ModuleType("art.estimators.classification"),
+            "art.attacks": types.ModuleType("art.attacks"),
+            "art.attacks.evasion": types.ModuleType("art.attacks.evasion")}
+    fake["art.estimators.classification"].TensorFlowV2Classifier = Classifier
+    fake["art.attacks.evasion"].ProjectedGradientDescent = "PGD class"
+    for name, module in fake.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    assert common.import_art("art.attacks.evasion.ProjectedGradientDescent") == "PGD class"
+    common.art_classifier("net", 10, np.zeros((28, 28, 1)).shape, (0.0, 1.0), optimizer="adam")
+    loss = made.pop("loss_object")
+    assert made == {"model": "net", "nb_classes": 10, "input_shape": (28, 28, 1),
+                    "clip_values": (0.0, 1.0), "optimizer": "adam"}
+    assert loss.get_config()["from_logits"] is True
+
+
+def test_training_section_runs_and_reports(shared, tmp_path, capsys):
+    """``python -m benchmarks.run --sections training`` at minimal sizes: structure only, never
+    timings (its outcome part trains on the shared MNIST)."""
+    path = tmp_path / "training.json"
+    bench.main(["--sections", "training", "--batch", "4", "--training-batch", "4",
+                "--training-steps", "1", "--training-block", "1", "--training-repeats", "1",
+                "--training-contenders", "bare,fit", "--training-outcome-steps", "2",
+                "--training-eval-examples", "8", "--training-eval-steps", "1",
+                "--json", str(path)])
+    saved = json.loads(path.read_text())
+    assert set(saved) == {"meta", "training"}
+    assert saved["meta"]["command"].startswith("python -m benchmarks.run --sections training")
+    rows = saved["training"]
+    assert [(row["part"], row["contender"]) for row in rows] == [
+        ("speed", "bare"), ("speed", "fit"), ("outcome", "fit")]
+    speed, outcome = rows[:2], rows[2]
+    assert speed[0]["vs_bare"] == 1.0 and speed[1]["s_per_step"] > 0
+    for row in speed:
+        assert row["batch"] == 4 and row["steps"] == 1 and row["eps"] == 0.3
+        assert row["cpu_s_per_step"] > 0 and len(row["repeats_s_per_step"]) == 1
+    assert outcome["train_steps"] == 2 and outcome["test_examples"] == 8
+    assert 0 <= outcome["pgd_accuracy"] <= 1 and 0 <= outcome["natural_accuracy"] <= 1
+    printed = capsys.readouterr().out
+    assert "## training:" in printed
+    for _, header, _ in bench.SECTIONS["training"].columns:
+        assert header in printed

@@ -1,11 +1,12 @@
-"""tf.distribute: the same result, bit for bit (no tolerance), on one device, on 2 or 4 logical
-CPU devices (MirroredStrategy), on two worker processes (MultiWorkerMirroredStrategy on loopback)
-and through the MNIST runner with --distribute=mirrored.
+"""tf.distribute (daa_tf.distribute): the same result, bit for bit (no tolerance), on one device,
+on 2 or 4 logical CPU devices (MirroredStrategy), on two worker processes
+(MultiWorkerMirroredStrategy on loopback) and through the MNIST runner with --distribute=mirrored.
 
 Logical devices and multi-worker collectives must be configured before TensorFlow initialises, so
 those runs happen in fresh subprocesses (tests/distribute_worker.py) on the shared MNIST fixtures.
-The in-process tests use a one-device MirroredStrategy on a toy model: they exercise the code path,
-the shard arithmetic and the checks, but not several replicas.
+The in-process tests use a one-device MirroredStrategy on toy models: they exercise the code path
+of every kind of attack (APGD's and the best iterates' tuple outputs, MultiTargeted's label pairs,
+ODI), the shard arithmetic and the checks, but not several replicas.
 """
 import json
 import os
@@ -22,11 +23,12 @@ import pytest
 import tensorflow as tf
 
 import daa_tf
-from daa_tf import attacks, distribute
-from tests.test_attacks import CLASSES, EPS, SHAPE, STEP, toy_model
+from daa_tf import distribute
+from daa_tf import engine
+from tests.helpers import REPO_ROOT, TOY_CLASSES, TOY_SHAPE, dense_batch, dense_model, toy_model
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 N, PARTICLES = 11, 4
+EPS, STEP = 0.3, 0.05
 TIMEOUT = 240  # seconds for one subprocess run (usually 10-20)
 ATTACKS = ("pgd", "daa_blob")
 
@@ -48,7 +50,19 @@ def model(strategy):
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(3)
-    return rng.uniform(0.2, 0.8, (N,) + SHAPE).astype(np.float32), rng.integers(0, CLASSES, N)
+    return (rng.uniform(0.2, 0.8, (N,) + TOY_SHAPE).astype(np.float32),
+            rng.integers(0, TOY_CLASSES, N))
+
+
+@pytest.fixture(scope="module")
+def dense_in_scope(strategy):
+    with distribute.strategy_scope(strategy):
+        return dense_model()
+
+
+@pytest.fixture(scope="module")
+def dense_data(dense_in_scope):
+    return dense_batch(dense_in_scope, 51)
 
 
 def test_make_strategy_and_helpers(strategy):
@@ -64,15 +78,38 @@ def test_make_strategy_and_helpers(strategy):
         assert tf.distribute.get_strategy() is strategy
 
 
-@pytest.mark.parametrize("name", ["pgd", "momentum_pgd", "daa_blob", "daa_dgf"])
-def test_run_with_a_strategy_equals_run_without(strategy, model, data, name):
-    x0, y = data
-    kw = dict(attack=name, eps=EPS, step_size=STEP, steps=5, steps_per_round=2, seed=4,
-              batch_size=PARTICLES * 2, verbose=0)
-    if name.startswith("daa"):
-        kw["particles"] = PARTICLES
-    plain = daa_tf.run(model, x0, y, **kw)
-    spread = daa_tf.run(model, x0, y, strategy=strategy, **kw)
+TOY_RUN = dict(eps=EPS, step_size=STEP, steps=5, steps_per_round=2, seed=4,
+               batch_size=PARTICLES * 2)
+DENSE_RUN = dict(eps=0.04, seed=3, batch_size=4, restarts=2)
+# case: (model fixture, data fixture, run arguments)
+STRATEGY_CASES = {
+    "pgd": ("model", "data", dict(attack="pgd", **TOY_RUN)),
+    "momentum_pgd": ("model", "data", dict(attack="momentum_pgd", **TOY_RUN)),
+    "daa_blob": ("model", "data", dict(attack="daa_blob", particles=PARTICLES, **TOY_RUN)),
+    "daa_dgf": ("model", "data", dict(attack="daa_dgf", particles=PARTICLES, **TOY_RUN)),
+    # the stronger attacks: tuple outputs (best iterates), label pairs (targets), ODI
+    "apgd": ("dense_in_scope", "dense_data", dict(attack="apgd", steps=6, loss="dlr",
+                                                  **DENSE_RUN)),
+    "pgd_odi_best": ("dense_in_scope", "dense_data",
+                     dict(attack="pgd", step_size=0.01, steps=4, init="odi", best=True,
+                          **DENSE_RUN)),
+    "multitargeted": ("dense_in_scope", "dense_data",
+                      dict(attack="multitargeted", steps=4, targets=2, **DENSE_RUN)),
+    "daa_blob_best": ("dense_in_scope", "dense_data",
+                      dict(attack="daa_blob", step_size=0.01, steps=5, particles=4, best=True,
+                           c=5.0, **DENSE_RUN)),
+    "apgd_daa_blob": ("dense_in_scope", "dense_data",
+                      dict(attack="apgd_daa_blob", steps=5, particles=4, **DENSE_RUN)),
+}
+
+
+@pytest.mark.parametrize("case", list(STRATEGY_CASES))
+def test_run_with_a_strategy_equals_run_without(request, strategy, case):
+    model_fixture, data_fixture, kw = STRATEGY_CASES[case]
+    model = request.getfixturevalue(model_fixture)
+    x0, y = request.getfixturevalue(data_fixture)
+    plain = daa_tf.run(model, x0, y, verbose=0, **kw)
+    spread = daa_tf.run(model, x0, y, strategy=strategy, verbose=0, **kw)
     np.testing.assert_array_equal(spread.x_adv, plain.x_adv)
     assert spread.restart_accuracies == plain.restart_accuracies
 
@@ -81,18 +118,18 @@ def test_run_with_a_strategy_equals_run_without(strategy, model, data, name):
 def test_shards_are_the_batches_of_one_device(strategy, model, data, shard_size):
     # 11 rows = 2 whole groups of 4 and a partial one of 3; shards of whole groups, several calls.
     x0, y = data
-    cfg = attacks.make_config("daa_blob", eps=EPS, step_size=STEP, steps=3, particles=PARTICLES,
+    cfg = engine.make_config("daa_blob", eps=EPS, step_size=STEP, steps=3, particles=PARTICLES,
                               c=5.0)
-    start = attacks.start_points(cfg, tf.constant(x0), attacks.seed_tensor(0)).numpy()
+    start = engine.start_points(cfg, tf.constant(x0), engine.seed_tensor(0)).numpy()
     y = y.astype(np.int32)
-    got = distribute.run_steps(strategy, model, cfg, x0, y, start, shard_size=shard_size)
+    got = distribute.run_loop(strategy, model, cfg, x0, y, start, shard_size=shard_size)
     size = shard_size or 3 * PARTICLES
     expected = np.concatenate([
-        attacks.run_steps(model, cfg, tf.constant(x0[i:i + size]), tf.constant(y[i:i + size]),
-                          tf.constant(start[i:i + size])).numpy() for i in range(0, N, size)])
+        engine.run_loop(model, cfg, tf.constant(x0[i:i + size]), tf.constant(y[i:i + size]),
+                        tf.constant(start[i:i + size])).numpy() for i in range(0, N, size)])
     np.testing.assert_array_equal(got, expected)
     with pytest.raises(ValueError, match="multiple of 4"):
-        distribute.run_steps(strategy, model, cfg, x0, y, start, shard_size=6)
+        distribute.run_loop(strategy, model, cfg, x0, y, start, shard_size=6)
 
 
 # ------------------------------------------------------------------- several devices / workers

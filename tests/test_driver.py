@@ -1,19 +1,23 @@
-"""The dataset-level driver: rounds, restarts, merge, resume, against answers built independently
-from the public attack functions and from the rules of docs/algorithms.md."""
+"""The dataset-level driver: rounds, restarts, early stop, resume, against answers built
+independently from the public attack functions and from the rules of docs/algorithms.md."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import daa_tf
-from daa_tf import attacks, driver
-from tests.test_attacks import CLASSES, EPS, SHAPE, STEP, toy_model
+from daa_tf import attacks, catalogue, driver
+from daa_tf import engine, batching
+from tests.helpers import TOY_CLASSES as CLASSES
+from tests.helpers import TOY_SHAPE as SHAPE
+from tests.helpers import curved_batch, dense_batch, toy_model
 
 N, PARTICLES = 11, 4
+EPS, STEP = 0.3, 0.05
 
 
 @pytest.fixture(scope="module")
-def model():
-    return toy_model()
+def model(toy):
+    return toy
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +52,8 @@ def test_daa_rounds_follow_algorithm_1(model, data, name, batch_size):
     seed, steps, per_round = 5, 7, 3
     kw = dict(eps=EPS, step_size=STEP, particles=PARTICLES, c=5.0 if name == "daa_blob" else -1.0)
     # Algorithm 1 by hand: one random start, then rounds over a fresh permutation of all N.
-    cfg = attacks.make_config(name, steps=steps, **kw)
-    x = attacks.start_points(cfg, tf.constant(x0), attacks.seed_tensor(seed, 0)).numpy()
+    cfg = engine.make_config(name, steps=steps, **kw)
+    x = engine.start_points(cfg, tf.constant(x0), engine.seed_tensor(seed, 0)).numpy()
     rng = np.random.default_rng([seed, 0])
     for length in (3, 3, 1):
         perm = rng.permutation(N)
@@ -61,22 +65,6 @@ def test_daa_rounds_follow_algorithm_1(model, data, name, batch_size):
     # Rounds matter: one uninterrupted run over the unpermuted groups is a different attack.
     plain = attacks.ATTACK_FUNCTIONS[name](model, x0, y, seed=seed, steps=steps, **kw).numpy()
     assert not np.array_equal(result.x_adv, plain)
-
-
-def test_merge_keeps_fooling_points_then_the_highest_loss():
-    x = np.zeros((4, 1), np.float32)
-    merged = driver.Merged(x.copy(), np.array([1.0, 5.0, 1.0, 2.0]),
-                            np.array([False, False, True, False]), [0.75])
-    x_r = np.ones((4, 1), np.float32)
-    merged.add(x_r, np.array([0.5, 6.0, 9.0, 1.0]), np.array([True, False, False, False]))
-    # 0: fooled now -> taken; 1: higher loss -> taken; 2: fooled before -> kept; 3: lower -> kept
-    np.testing.assert_array_equal(merged.x[:, 0], [1, 1, 0, 0])
-    np.testing.assert_array_equal(merged.fooled, [True, False, True, False])
-    x_r2 = np.full((4, 1), 2.0, np.float32)
-    merged.add(x_r2, np.array([0.0, 0.0, 0.0, 0.0]), np.array([True, True, True, False]))
-    # a point that fools wins over any loss; an example fooled before keeps its first fooling point
-    np.testing.assert_array_equal(merged.x[:, 0], [1, 2, 0, 0])
-    assert merged.restart_accuracies == [0.75, 0.75, 0.25]
 
 
 def test_restarts_merge_to_the_worst_case(model, data):
@@ -102,13 +90,19 @@ def test_targeted_run_reports_the_target_miss_rate(model, data):
     assert result.accuracy < 0.5  # a radius-1 targeted attack on a tiny net mostly succeeds
 
 
-def test_resume_after_an_interruption_equals_an_uninterrupted_run(model, data, tmp_path,
-                                                                  monkeypatch):
-    x0, y = data
-    kw = dict(attack="daa_blob", restarts=3, seed=2, eps=EPS, step_size=STEP, steps=4,
-              particles=PARTICLES, verbose=0)
-    full = daa_tf.run(model, x0, y, **kw)
-    state = tmp_path / "attack.state.npz"
+# ------------------------------------------------------------------------------ resume
+
+
+@pytest.fixture(scope="module")
+def cascade_data(dense):
+    """The cascade tests' images: the dense net's own labels, one example misclassified."""
+    x0, y = dense_batch(dense, 61)
+    y[0] = (y[0] + 1) % 6
+    return x0, y
+
+
+def _interrupt_attack(monkeypatch):
+    """A KeyboardInterrupt inside the second restart (at its evaluation)."""
     calls = {"n": 0}
     real = driver.evaluate
 
@@ -119,12 +113,47 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(model, data, t
         return real(*args, **kwargs)
 
     monkeypatch.setattr(driver, "evaluate", interrupt_on_second_restart)
-    with pytest.raises(KeyboardInterrupt):
-        daa_tf.run(model, x0, y, state_path=str(state), **kw)
-    monkeypatch.setattr(driver, "evaluate", real)
+    return {}
+
+
+def _interrupt_cascade(monkeypatch):
+    """A KeyboardInterrupt after the third stage (from ``on_restart``)."""
+    def stop_after_third(index, accuracy, seconds):
+        if index == 2:
+            raise KeyboardInterrupt
+    return {"on_restart": stop_after_third}
+
+
+CASCADE_STAGES = (daa_tf.Stage("pgd", {"steps": 3, "step_size": 0.01}),
+                  daa_tf.Stage("apgd", {"steps": 4, "loss": "margin"}))
+# case: (model fixture, data fixture, run arguments, interruption, restarts run again on resume)
+RESUME_CASES = {
+    # DAA-BLOB, 3 restarts, interrupted inside the second: restarts 2 and 3 run again
+    "attack": ("model", "data", dict(attack="daa_blob", restarts=3, seed=2, eps=EPS,
+                                     step_size=STEP, steps=4, particles=PARTICLES, verbose=0),
+               _interrupt_attack, 2),
+    # the cascade of two stages, twice (4 stages), interrupted after the third: the fourth runs
+    "cascade": ("dense", "cascade_data",
+                dict(attack=catalogue.cascade_settings(eps=0.04, budget=7, stages=CASCADE_STAGES),
+                     restarts=2, seed=5, verbose=0),
+                _interrupt_cascade, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(request, tmp_path, monkeypatch,
+                                                                  case):
+    model_fixture, data_fixture, kw, interrupt, rerun = RESUME_CASES[case]
+    model = request.getfixturevalue(model_fixture)
+    x0, y = request.getfixturevalue(data_fixture)
+    full = daa_tf.run(model, x0, y, **kw)
+    state = tmp_path / "attack.state.npz"
+    with monkeypatch.context() as patch:
+        with pytest.raises(KeyboardInterrupt):
+            daa_tf.run(model, x0, y, state_path=str(state), **kw, **interrupt(patch))
     assert state.exists() and not list(tmp_path.glob(".*.tmp"))
     resumed = daa_tf.run(model, x0, y, state_path=str(state), resume=True, **kw)
-    assert len(resumed.restart_seconds) == 2  # only restarts 2 and 3 ran again
+    assert len(resumed.restart_seconds) == rerun  # only what the interruption lost ran again
     np.testing.assert_array_equal(resumed.x_adv, full.x_adv)
     assert resumed.restart_accuracies == full.restart_accuracies
     with pytest.raises(ValueError, match="different run"):
@@ -171,17 +200,47 @@ def test_progress_bar_shows_progress_and_accuracy(model, data, capsys):
     assert "image-step" in out and "accuracy" in out
 
 
-def test_short_calls_are_padded_to_a_few_shapes():
-    """A call on fewer rows than a batch is padded to the next multiple of batch / BUCKETS."""
-    assert [driver.bucket(n, 1000) for n in (1, 125, 126, 903, 1000)] == [125, 125, 250, 1000,
-                                                                         1000]
-    assert driver.bucket(3, 5) == 3 and driver.bucket(7, 7) == 7
-    assert len({driver.bucket(n, 1000) for n in range(1, 1001)}) == driver.BUCKETS
-    a, b = np.arange(6).reshape(3, 2), np.array([7, 8, 9])
-    pa, pb = driver.padded([a, b], 5)
-    np.testing.assert_array_equal(pa, [[0, 1], [2, 3], [4, 5], [4, 5], [4, 5]])
-    np.testing.assert_array_equal(pb, [7, 8, 9, 9, 9])
-    assert driver.padded([a], 3)[0] is a
+# ----------------------------------------------------------------------------- early stop
+
+CURVED_EPS, CURVED_STEP = 0.04, 0.03
+
+
+@pytest.fixture(scope="module")
+def curved_data(curved):
+    return curved_batch(curved)
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("pgd", dict(step_size=CURVED_STEP, steps=6)),
+    ("apgd", dict(steps=6, loss="dlr")),
+    ("momentum_pgd", dict(step_size=CURVED_STEP, steps=6, init="odi")),
+    ("pgd", dict(step_size=CURVED_STEP, steps=4, targets=2, loss="margin")),
+])
+def test_early_stop_leaves_the_result_unchanged(curved, curved_data, name, kw):
+    x0, y = curved_data
+    args = dict(attack=name, eps=CURVED_EPS, restarts=4, seed=5, verbose=0, batch_size=5, **kw)
+    stopped = daa_tf.run(curved, x0, y, early_stop=True, **args)
+    full = daa_tf.run(curved, x0, y, early_stop=False, **args)
+    np.testing.assert_array_equal(stopped.x_adv, full.x_adv)
+    np.testing.assert_array_equal(stopped.correct, full.correct)
+    runs = max(1, kw.get("targets", 0))
+    budget = 4 * runs * (kw["steps"] + (2 if kw.get("init") == "odi" else 0))
+    assert stopped.gradients_per_image == full.gradients_per_image == budget
+    assert full.gradients_mean == budget
+    assert stopped.gradients_mean < budget  # fooled examples were skipped
+    # restart accuracies: cumulative with early stop (a skipped example counts as fooled)
+    assert stopped.restart_accuracies[-1] == stopped.accuracy
+    assert stopped.restart_accuracies == sorted(stopped.restart_accuracies, reverse=True)
+
+
+def test_early_stop_is_refused_for_daa(curved, curved_data):
+    x0, y = curved_data
+    kw = dict(attack="daa_blob", eps=CURVED_EPS, step_size=CURVED_STEP, steps=2, particles=4,
+              verbose=0)
+    with pytest.raises(ValueError, match="early_stop"):
+        daa_tf.run(curved, x0, y, early_stop=True, **kw)
+    result = daa_tf.run(curved, x0, y, restarts=2, **kw)
+    assert result.gradients_mean == result.gradients_per_image == 4
 
 
 def test_early_stop_does_not_retrace_per_subset():
@@ -194,7 +253,7 @@ def test_early_stop_does_not_retrace_per_subset():
     kw = dict(eps=0.1, step_size=0.02, steps=3)
     result = daa_tf.run(model, x0, y, "pgd", restarts=8, seed=1, verbose=0, batch_size=64, **kw)
     sizes = {64} | {round(64 * a) for a in result.restart_accuracies[:-1]}
-    buckets = {driver.bucket(n, 64) for n in sizes}
+    buckets = {batching.bucket(n, 64) for n in sizes}
     assert len(sizes) > len(buckets)  # the case padding is for
-    fn = attacks.compiled_steps(model, attacks.make_config("pgd", **kw))
+    fn = engine.compiled(model, engine.make_config("pgd", **kw))
     assert fn.experimental_get_tracing_count() == len(buckets)

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from daa_tf import particles, steps
+from daa_tf import median, particles, steps
 from tests import numpy_reference as ref
 
 
@@ -155,9 +155,9 @@ def test_the_cases_hold_what_they_claim():
 
 
 MEDIAN_PATHS = {
-    "nth_element": particles._median_by_nth_element,
-    "radix": particles._median_by_radix,
-    "sort": particles._median_by_sort,
+    "nth_element": median._median_by_nth_element,
+    "radix": median._median_by_radix,
+    "sort": median._median_by_sort,
 }
 
 
@@ -176,7 +176,7 @@ def test_sort_path_in_float64():
     for x, m in CASES.values():
         xg, _, sizes = _groups(x.astype(np.float64), m)
         d = particles.pairwise_sq_dists(xg)
-        got = particles._median_by_sort(d, sizes).numpy()
+        got = median._median_by_sort(d, sizes).numpy()
         assert got.dtype == np.float64
         np.testing.assert_array_equal(got, _numpy_medians(d.numpy(), sizes))
 
@@ -186,10 +186,10 @@ def median_calls(monkeypatch):
     """Records which median path ``median_of_dists`` takes."""
     calls = []
     for name in ("_median_by_nth_element", "_median_by_radix", "_median_by_sort"):
-        def spy(d, sizes, _name=name, _fn=getattr(particles, name)):
+        def spy(d, sizes, _name=name, _fn=getattr(median, name)):
             calls.append(_name)
             return _fn(d, sizes)
-        monkeypatch.setattr(particles, name, spy)
+        monkeypatch.setattr(median, name, spy)
     return calls
 
 
@@ -212,7 +212,7 @@ def test_median_of_dists_dispatch(case, mode, median_calls):
     x, m = CASES[case]
     xg, _, sizes = _groups(x.astype(dtype), m)
     d = particles.pairwise_sq_dists(xg)
-    got = wrap(particles.median_of_dists)(d, sizes).numpy()
+    got = wrap(median.median_of_dists)(d, sizes).numpy()
     assert median_calls == [path]
     np.testing.assert_array_equal(got, _numpy_medians(d.numpy(), sizes))
 

@@ -1,5 +1,7 @@
 """Adversarial training in model.fit (daa_tf.training): the train step, the inner attack's examples,
-DAA groups, batch-norm modes, seeds and data order, resume == uninterrupted, tf.distribute."""
+DAA groups, batch-norm modes, seeds and data order, resume == uninterrupted, tf.distribute. The
+training command line is tested in tests/test_challenges_train.py, the training benchmark in
+tests/test_benchmarks.py."""
 import subprocess
 import sys
 import textwrap
@@ -11,11 +13,11 @@ import tensorflow as tf
 
 from daa_tf import attacks, data, training
 from daa_tf.models import checkpoint_writer as cw
-from daa_tf.models.madry_cifar10 import ResNetConfig, build_madry_cifar10
+from daa_tf.models.madry_cifar10 import build_madry_cifar10
 from daa_tf.models.madry_mnist import build_madry_mnist
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT, tiny_resnet
 
-TINY_RESNET = ResNetConfig(filters=(4, 4, 8, 16), units_per_stage=1)
+TINY_RESNET = tiny_resnet()
 
 
 def blobs(n: int = 256, d: int = 20, seed: int = 0):
@@ -115,7 +117,9 @@ def test_every_catalogue_attack_runs_in_a_compiled_step_or_says_why_not():
             assert name not in ("fgsm", "pgd", "momentum_pgd", "daa_blob", "daa_dgf", "apgd")
         else:
             assert np.abs(x_adv - x).max() <= 0.1 + 1e-6 and 0 <= x_adv.min(), name
-            assert x_adv.max() <= 1 and np.abs(x_adv - x).max() > 0, name
+            assert x_adv.max() <= 1, name
+            # FAB returns the clean point where it found no fooling point within eps
+            assert np.abs(x_adv - x).max() > 0 or spec.schedule == "fab", name
 
 
 def test_seeds_and_batches_depend_on_the_step_only():
@@ -280,79 +284,3 @@ def test_mirrored_strategy_two_replicas():
     done = subprocess.run([sys.executable, "-c", MIRRORED], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]
-
-
-# ------------------------------------------------------------------------------------ the CLI
-
-
-def test_cli_trains_checkpoints_is_interrupted_and_resumes(shared, tmp_path):
-    """``python -m challenges.train``: SIGTERM saves a checkpoint and exits 130; a rerun without
-    --resume refuses the folder; --resume continues to --train_steps; the adapter loads it."""
-    import os
-    import signal
-    import time
-
-    from daa_tf.models import load_madry_mnist
-
-    model_dir = tmp_path / "run"
-    base = [sys.executable, "-m", "challenges.train", "--challenge=mnist",
-            f"--model_dir={model_dir}", f"--data_dir={shared / 'data' / 'mnist'}",
-            "--num_examples=200", "--batch_size=10", "--steps=2", "--output_steps=1",
-            "--checkpoint_steps=2"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    run = subprocess.Popen(base + ["--train_steps=100000"], cwd=REPO_ROOT, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not (model_dir / "checkpoint-2.index").exists() and run.poll() is None:
-        assert time.time() < deadline, "no checkpoint within 240 s"
-        time.sleep(0.2)
-    run.send_signal(signal.SIGTERM)
-    _, err = run.communicate(timeout=120)
-    assert run.returncode == 130, err[-3000:]
-    assert "Resume with" in err and "--resume" in err and "step 2/100000" in err
-    interrupted = cw.checkpoint_steps(model_dir)[-1]
-    assert interrupted >= 2 and (model_dir / "train_config.json").exists()
-
-    refused = subprocess.run(base + ["--train_steps=100000"], cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=240)
-    assert refused.returncode == 1 and "pass --resume" in refused.stderr
-
-    resumed = subprocess.run(base + [f"--train_steps={interrupted + 1}", "--resume"],
-                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"steps {interrupted}..{interrupted + 1}" in resumed.stderr
-    assert cw.checkpoint_steps(model_dir)[-1] == interrupted + 1
-    model = load_madry_mnist(model_dir)
-    assert model(np.zeros((1, 784), np.float32)).shape == (1, 10)
-
-
-def test_benchmark_smoke(shared, tmp_path, capsys):
-    """``python -m benchmarks.run --sections training`` at minimal sizes: structure only, never
-    timings."""
-    import json
-
-    from benchmarks import run as bench
-
-    path = tmp_path / "training.json"
-    bench.main(["--sections", "training", "--batch", "4", "--training-batch", "4",
-                "--training-steps", "1", "--training-block", "1", "--training-repeats", "1",
-                "--training-contenders", "bare,fit", "--training-outcome-steps", "2",
-                "--training-eval-examples", "8", "--training-eval-steps", "1",
-                "--json", str(path)])
-    saved = json.loads(path.read_text())
-    assert set(saved) == {"meta", "training"}
-    assert saved["meta"]["command"].startswith("python -m benchmarks.run --sections training")
-    rows = saved["training"]
-    assert [(row["part"], row["contender"]) for row in rows] == [
-        ("speed", "bare"), ("speed", "fit"), ("outcome", "fit")]
-    speed, outcome = rows[:2], rows[2]
-    assert speed[0]["vs_bare"] == 1.0 and speed[1]["s_per_step"] > 0
-    for row in speed:
-        assert row["batch"] == 4 and row["steps"] == 1 and row["eps"] == 0.3
-        assert row["cpu_s_per_step"] > 0 and len(row["repeats_s_per_step"]) == 1
-    assert outcome["train_steps"] == 2 and outcome["test_examples"] == 8
-    assert 0 <= outcome["pgd_accuracy"] <= 1 and 0 <= outcome["natural_accuracy"] <= 1
-    printed = capsys.readouterr().out
-    assert "## training:" in printed
-    for _, header, _ in bench.SECTIONS["training"].columns:
-        assert header in printed

@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from daa_tf.loop import default_jit_compile
+from daa_tf.device import default_jit_compile
 
 
 def _shifted(plane: tf.Tensor, offset: int, before: int, size: int, out_size: int,

@@ -1,0 +1,234 @@
+"""A cascade's stages and validated settings (docs/algorithms.md#strongest): :class:`Stage`, the
+default sequence and :class:`CascadeSettings`. No TensorFlow; the cascade itself runs in
+:mod:`daa_tf.cascade`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, List, Mapping, Optional, Tuple, Union
+
+from daa_tf.settings import AttackSettings, attack_settings, check_box, positive, whole_number
+from daa_tf.specs import (ATTACKS, AUTOATTACK_VERSIONS, CASCADES, DEFAULT_BUDGET,
+                          DEFAULT_ODI_STEPS, LOSS_LABELS, CascadeSpec)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of a cascade: ``attack`` (a name of :data:`daa_tf.specs.ATTACKS`) with
+    ``settings`` (``steps``, ``loss``, ``targets``, ``init``, ``step_size``, ...; ``eps``, the box
+    and the compilation come from the cascade) and ``restarts``. Its budget per image:
+    ``restarts x max(1, targets) x (odi_steps + steps)``."""
+
+    attack: str
+    settings: Mapping[str, Any]
+    restarts: int = 1
+
+    def resolved(self) -> AttackSettings:
+        """The stage's settings, validated (at a placeholder ``eps`` of 1)."""
+        return attack_settings(self.attack, eps=1.0, **self.settings)
+
+    def gradients(self, classes: int) -> int:
+        """Gradients per image of this stage on a model with ``classes`` logits (0 for a query
+        attack: Square)."""
+        s = self.resolved()
+        runs = min(s.targets, classes - 1) if s.targets else 1
+        return self.restarts * runs * (s.odi_steps + (0 if s.spec.query_based else s.steps))
+
+    def queries(self, classes: int) -> int:
+        """Queries (forward passes of the attack's loop) per image of a query attack's stage,
+        0 for a gradient attack."""
+        s = self.resolved()
+        runs = min(s.targets, classes - 1) if s.targets else 1
+        return self.restarts * runs * s.steps if s.spec.query_based else 0
+
+    @property
+    def label(self) -> str:
+        """The stage's name in tables: its attack's label, with the loss it was given."""
+        loss = self.settings.get("loss")
+        spec = ATTACKS[self.attack]
+        return spec.label + (f"-{LOSS_LABELS[loss]}" if isinstance(loss, str) else "")
+
+    def describe(self) -> str:
+        """``attack (setting value, ...)`` for logs and tables."""
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(self.settings.items()))
+        return f"{self.attack} ({shown})" + (f" x {self.restarts}" if self.restarts > 1 else "")
+
+
+# The default sequence (docs/algorithms.md#strongest): APGD with varied losses, DAA directions
+# and ODI starts, each stage an equal share of the budget.
+DEFAULT_SEQUENCE: Tuple[Tuple[str, Mapping[str, Any]], ...] = (
+    ("apgd", {"loss": "xent"}),
+    ("apgd_daa_blob", {"loss": "cw"}),
+    ("apgd_daa_dgf", {"loss": "xent"}),
+    ("apgd", {"loss": "dlr"}),
+    ("apgd", {"loss": "margin", "init": "odi"}),
+    ("apgd_daa_blob", {"loss": "margin"}),
+    ("apgd", {"loss": "xent", "init": "odi"}),
+    ("apgd_daa_blob", {"loss": "xent"}),
+    ("apgd", {"loss": "cw"}),
+    ("apgd_daa_dgf", {"loss": "cw", "init": "odi"}),
+)
+MIN_STAGE_STEPS = 50  # gradients per stage (docs/algorithms.md#strongest: measured at budget 100)
+
+
+def default_stages(budget: int, classes: int = 10) -> List[Stage]:
+    """The default sequence for ``budget`` (at least 1) gradients per image: the stages of
+    :data:`DEFAULT_SEQUENCE`, as many as give each at least :data:`MIN_STAGE_STEPS` gradients
+    (at most all, at least one), the budget shared equally (a stage with an ODI start spends
+    :data:`~daa_tf.specs.DEFAULT_ODI_STEPS` of its share on it, and drops it below twice that;
+    DLR needs 3 classes and is skipped below)."""
+    budget = whole_number("budget", budget, 1)
+    sequence = [(attack, settings) for attack, settings in DEFAULT_SEQUENCE
+                if classes >= 3 or settings["loss"] != "dlr"]
+    count = max(1, min(len(sequence), budget // MIN_STAGE_STEPS))
+    share = budget // count
+    stages = []
+    for attack, settings in sequence[:count]:
+        settings = dict(settings)
+        odi = settings.get("init") == "odi" and share > 2 * DEFAULT_ODI_STEPS
+        if not odi:
+            settings.pop("init", None)
+        settings["steps"] = share - (DEFAULT_ODI_STEPS if odi else 0)
+        stages.append(Stage(attack, settings))
+    return stages
+
+
+# AutoAttack's versions (docs/algorithms.md#autoattack): its attacks in order, with AutoAttack's
+# settings (100 iterations, 9 target classes, 5000 queries; restarts per version).
+_AUTOATTACK: Mapping[str, Tuple[Tuple[str, Mapping[str, Any], int], ...]] = {
+    "standard": (("apgd", {"loss": "xent", "steps": 100}, 1),
+                 ("apgd_t", {"steps": 100}, 1),
+                 ("fab_t", {"steps": 100}, 1),
+                 ("square", {"steps": 5000}, 1)),
+    "plus": (("apgd", {"loss": "xent", "steps": 100}, 5),
+             ("apgd", {"loss": "dlr", "steps": 100}, 5),
+             ("fab", {"steps": 100}, 5),
+             ("square", {"steps": 5000}, 1),
+             ("apgd_t", {"steps": 100}, 1),
+             ("fab_t", {"steps": 100}, 1)),
+}
+
+
+def autoattack_stages(version: str = "standard") -> List[Stage]:
+    """AutoAttack's attacks for ``version`` (:data:`~daa_tf.specs.AUTOATTACK_VERSIONS`) as
+    stages. ``rand`` (for randomized models: APGD with expectation over 20 transformations) is
+    refused: the library has no EOT gradient."""
+    if version == "rand":
+        raise ValueError("AutoAttack's rand version averages gradients over 20 calls of a "
+                         "randomized model (EOT), which daa_tf does not implement; make the model "
+                         "deterministic, or use version 'standard' or 'plus'")
+    if version not in _AUTOATTACK:
+        raise ValueError(f"unknown AutoAttack version {version!r}: use one of "
+                         f"{', '.join(AUTOATTACK_VERSIONS)}")
+    return [Stage(attack, dict(settings), restarts)
+            for attack, settings, restarts in _AUTOATTACK[version]]
+
+
+@dataclasses.dataclass(frozen=True)
+class CascadeSettings:
+    """A validated cascade (docs/algorithms.md#strongest, #autoattack): ``budget`` gradients per
+    image (and restart; None: no limit) shared by ``stages`` (None: the cascade's own,
+    :func:`default_stages` for ``strongest``, :func:`autoattack_stages` of ``version`` for
+    ``autoattack``), at L-inf radius ``eps`` in the pixel box ``[clip_min, clip_max]``. Untargeted, with random starts: it answers the questions
+    a runner asks of any run settings (``kind``, ``targeted``, ``random_start``,
+    ``interacting``, ``batch_multiple``). Build it with :func:`cascade_settings`."""
+
+    kind: ClassVar[str] = "cascade"
+    interacting: ClassVar[bool] = False
+    targeted: ClassVar[bool] = False
+    targets: ClassVar[int] = 0
+    random_start: ClassVar[bool] = True
+    particles: ClassVar[Optional[int]] = None
+
+    attack: str
+    eps: float
+    budget: Optional[int]
+    clip_min: float = 0.0
+    clip_max: float = 1.0
+    jit_compile: Optional[bool] = None
+    stages: Optional[Tuple[Stage, ...]] = None
+    version: Optional[str] = None
+
+    @property
+    def spec(self) -> CascadeSpec:
+        return CASCADES[self.attack]
+
+    @property
+    def batch_multiple(self) -> Optional[int]:
+        """What a batch size must be a multiple of: the group size of the DAA stages (the
+        default sequence has some), None when no stage is DAA."""
+        stages = self.stages_for(10, checked=False)
+        sizes = {stage.resolved().particles for stage in stages
+                 if ATTACKS[stage.attack].interacting}
+        return math.lcm(*sizes) if sizes else None  # whole groups of every DAA stage
+
+    def stages_for(self, classes: int, checked: bool = True) -> List[Stage]:
+        """The stages on a model with ``classes`` logits, checked against the budget."""
+        if self.stages is not None:
+            stages = list(self.stages)
+        elif self.attack == "autoattack":
+            stages = autoattack_stages(self.version or "standard")
+        else:
+            stages = default_stages(self.budget or DEFAULT_BUDGET, classes)
+        if not checked or self.budget is None:
+            return stages
+        total = sum(stage.gradients(classes) for stage in stages)
+        if total > self.budget:
+            raise ValueError(f"the stages need {total} gradients per image, more than the "
+                             f"budget {self.budget}")
+        return stages
+
+    def replace(self, **changes: Any) -> "CascadeSettings":
+        """A copy with ``changes``, validated again (``targeted=True`` is refused)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(changes)
+        return cascade_settings(**fields)
+
+
+def cascade_settings(attack: str = "strongest", *, eps: float,
+                     budget: Optional[int] = None, clip_min: float = 0.0,
+                     clip_max: float = 1.0, jit_compile: Optional[bool] = None,
+                     stages: Optional[Any] = None, targeted: bool = False,
+                     version: Optional[str] = None) -> CascadeSettings:
+    """Validates a cascade's settings (see :class:`CascadeSettings`). A cascade is untargeted:
+    ``targeted=True`` is refused. ``budget`` None: ``strongest``'s default
+    (:data:`~daa_tf.specs.DEFAULT_BUDGET`), no limit for ``autoattack``; ``version`` is
+    AutoAttack's (default ``standard``)."""
+    if attack not in CASCADES:
+        raise ValueError(f"unknown cascade {attack!r}: use one of {', '.join(CASCADES)}")
+    if targeted:
+        raise ValueError(f"{attack} is an untargeted cascade (its stages pick their own target "
+                         "classes): for a targeted attack use one of the attacks")
+    check_box(clip_min, clip_max)
+    if version is not None and attack != "autoattack":
+        raise ValueError(f"version is AutoAttack's setting, not {attack}'s")
+    if attack == "autoattack":
+        autoattack_stages(version or "standard")  # validates the version
+    elif budget is None:
+        budget = DEFAULT_BUDGET
+    if stages is not None:
+        stages = tuple(stages)
+        for stage in stages:
+            if not isinstance(stage, Stage) or stage.attack not in ATTACKS:
+                raise ValueError(f"a cascade's stages are Stage(attack, settings) of the "
+                                 f"catalogue's attacks, got {stage!r}")
+            whole_number("a stage's restarts", stage.restarts, 1)
+            stage.gradients(10)  # validates the stage's settings
+        if not stages:
+            raise ValueError("a cascade needs at least one stage")
+    return CascadeSettings(attack=attack, eps=positive("eps", eps),
+                           budget=None if budget is None else whole_number("budget", budget, 1),
+                           clip_min=float(clip_min), clip_max=float(clip_max),
+                           jit_compile=None if jit_compile is None else bool(jit_compile),
+                           stages=stages, version=version)
+
+
+RunSettings = Union[AttackSettings, CascadeSettings]
+
+
+def is_cascade(attack: Any) -> bool:
+    """True for a cascade's name or settings (the one test of the library and the runners)."""
+    if isinstance(attack, str):
+        return attack in CASCADES
+    return getattr(attack, "kind", None) == "cascade"
