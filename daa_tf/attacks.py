@@ -51,7 +51,7 @@ def attack(name: str, model: loop.Model, x: Any, y: Any, *, x_init: Any = None,
     if s.targets:
         return _over_targets(model, x, y, cfg, x_init, seed)
     if tf.executing_eagerly():
-        _check_inputs(model, x, y, x_init, s.clip_min, s.clip_max)
+        y = _check_inputs(model, x, y, x_init, s.clip_min, s.clip_max)
     x0 = tf.cast(tf.convert_to_tensor(x), tf.float32)
     y_t = tf.cast(tf.convert_to_tensor(y), tf.int32)
     seed_t = engine.seed_tensor(seed)
@@ -66,11 +66,11 @@ def attack(name: str, model: loop.Model, x: Any, y: Any, *, x_init: Any = None,
 
 
 def _check_inputs(model: loop.Model, x: Any, y: Any, x_init: Any, clip_min: float,
-                  clip_max: float) -> None:
-    """The eager checks: the batch, its labels, the model's output and ``x_init``."""
+                  clip_max: float) -> np.ndarray:
+    """The eager checks: the batch, its labels, the model's output and ``x_init``; returns the
+    labels as ``[N]`` (the one label rule: ``[N]`` or ``[N, 1]``)."""
     x_np = validation.as_batch(x, np.float32, "x")
-    y_np = np.asarray(y)
-    validation.check_batch(x_np, y_np, clip_min, clip_max)
+    y_np = validation.check_batch(x_np, np.asarray(y), clip_min, clip_max)
     validation.check_model_output(lambda t: loop.call_model(model, t), x_np[:32], y_np)
     if x_init is not None:
         init_np = validation.as_batch(x_init, np.float32, "x_init")
@@ -78,6 +78,7 @@ def _check_inputs(model: loop.Model, x: Any, y: Any, x_init: Any, clip_min: floa
             raise ValueError(f"x_init has shape {init_np.shape}, x has {x_np.shape}")
         if not np.all(np.isfinite(init_np)):
             raise ValueError("x_init contains NaN or inf values")
+    return y_np
 
 
 def _over_targets(model: loop.Model, x: Any, y: Any, cfg: engine.AttackConfig, x_init: Any,

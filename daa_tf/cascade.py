@@ -113,9 +113,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
     for the query stages (Square).
     """
     x0 = validation.as_batch(x, np.float32, "x")
-    y = np.asarray(y)
-    validation.check_batch(x0, y, settings.clip_min, settings.clip_max)
-    y = y.astype(np.int32)
+    y = validation.check_batch(x0, np.asarray(y), settings.clip_min,
+                               settings.clip_max).astype(np.int32)
     restarts = whole_number("restarts", restarts, 1)
     problem = multiple_error(settings.attack, batch_size, settings.batch_multiple)
     if problem:

@@ -119,9 +119,7 @@ def _plan(model: loop.Model, x: Any, y: Any, cfg: engine.AttackConfig, steps_per
     """Validates the inputs and settings and fixes everything the restarts share."""
     s = cfg.settings
     x0 = validation.as_batch(x, np.float32, "x")
-    y = np.asarray(y)
-    validation.check_batch(x0, y, s.clip_min, s.clip_max)
-    y = y.astype(np.int32)
+    y = validation.check_batch(x0, np.asarray(y), s.clip_min, s.clip_max).astype(np.int32)
     if early_stop and cfg.interacting:
         raise ValueError(f"early_stop does not apply to {s.attack}: DAA's particles are the whole "
                          "set, fooled examples included")

@@ -180,14 +180,26 @@ def test_other_label_shapes_are_refused_everywhere(tmp_path):
         data.load_mnist(data_dir=tmp_path / "d.npz")
 
 
-@pytest.mark.xfail(strict=True, reason="the core (attacks, driver, cascade, multitarget) must use "
-                   "the labels validation.check_batch returns: remove this mark when it does")
-def test_the_api_reads_labels_of_shape_n_by_1(tmp_path):
+def test_the_api_reads_labels_of_shape_n_by_1():
+    """One label rule: [N] or [N, 1] (squeezed) in the attack functions, run and strongest."""
     x, y = images(6), np.arange(6) % 10
-    expected = daa_tf.pgd(dense(), x, y, eps=0.1, step_size=0.05, steps=2, random_start=False)
-    got = daa_tf.pgd(dense(), x, y[:, None], eps=0.1, step_size=0.05, steps=2,
-                     random_start=False)
-    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    model = dense()
+    kw = dict(eps=0.1, step_size=0.05, steps=2, random_start=False)
+    expected = daa_tf.pgd(model, x, y, **kw)
+    np.testing.assert_array_equal(daa_tf.pgd(model, x, y[:, None], **kw).numpy(),
+                                  expected.numpy())
+    target = daa_tf.multitargeted(model, x, y, eps=0.1, steps=2, targets=2)
+    np.testing.assert_array_equal(
+        daa_tf.multitargeted(model, x, y[:, None], eps=0.1, steps=2, targets=2).numpy(),
+        target.numpy())
+    flat = daa_tf.run(model, x, y, attack="pgd", verbose=0, **kw)
+    tall = daa_tf.run(model, x, y[:, None], attack="pgd", verbose=0, **kw)
+    np.testing.assert_array_equal(tall.x_adv, flat.x_adv)
+    np.testing.assert_array_equal(tall.correct, flat.correct)
+    cascade = daa_tf.strongest(model, x, y[:, None], eps=0.1, budget=4, verbose=0)
+    assert cascade.x_adv.shape == x.shape and cascade.correct.shape == (6,)
+    with pytest.raises(ValueError, match="label"):
+        daa_tf.pgd(model, x, np.stack([y, y], axis=1), **kw)
 
 
 # --------------------------------------------------------------------------- command lines
