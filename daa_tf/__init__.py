@@ -16,10 +16,11 @@ _EXPORTS = {
     "RunResult": "daa_tf.results", "evaluate": "daa_tf.predict",
 }
 _SUBMODULES = (
-    "attacks", "batching", "cascade", "catalogue", "data", "describe", "device",
+    "attacks", "batching", "callbacks", "cascade", "catalogue", "data", "describe", "device",
     "dispatch", "distribute", "driver", "engine", "export", "files", "iterates", "losses", "loop",
-    "models", "particles", "predict", "projection", "results", "schedules", "settings", "specs",
-    "stages", "stats", "steps", "targets", "training", "validation")
+    "models", "particles", "predict", "projection", "results", "schedules", "settings", "shards",
+    "specs", "stages", "stats", "steps", "stream", "summaries", "targets", "training",
+    "validation")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 __version__ = "0.1.0"

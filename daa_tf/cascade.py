@@ -130,7 +130,7 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
                      gradients_mean=spent / len(x0))
 
 
-def strongest(model: loop.Model, x: Any, y: Any, *, eps: float, budget: int = DEFAULT_BUDGET,
+def strongest(model: loop.Model, x: Any, y: Any = None, *, eps: float, budget: int = DEFAULT_BUDGET,
               seed: int = DEFAULT_SEED, stages: Optional[Sequence[Stage]] = None,
               clip_min: float = 0.0, clip_max: float = 1.0, batch_size: Optional[int] = None,
               verbose: int = 1, jit_compile: Optional[bool] = None, restarts: int = 1,
@@ -141,8 +141,18 @@ def strongest(model: loop.Model, x: Any, y: Any, *, eps: float, budget: int = DE
     :func:`daa_tf.stages.default_stages`). ``on_stage(index, stage, accuracy, seconds)`` is
     called after each stage with the running accuracy; ``run_kwargs`` (``state_path``,
     ``resume``, ``strategy``, ``on_restart``) go to :func:`run`, which documents the result.
+    ``x`` may be a ``tf.data.Dataset`` of ``(x, y)`` batches (``y`` left out; no ``on_stage``):
+    :func:`daa_tf.stream.run` streams it.
     """
     settings = cascade_settings(eps=eps, budget=budget, clip_min=clip_min, clip_max=clip_max,
                                 jit_compile=jit_compile, stages=stages)
+    from daa_tf import stream  # here: stream imports dispatch, which imports this module
+
+    if stream.is_dataset(x):
+        if on_stage is not None or y is not None:
+            raise ValueError("a dataset carries its labels (leave y out) and its stages run "
+                             "batch by batch: use on_restart, not on_stage")
+        return stream.run(model, x, settings, restarts=restarts, batch_size=batch_size,
+                          seed=seed, verbose=verbose, **run_kwargs)
     return run(model, x, y, settings, restarts=restarts, batch_size=batch_size, seed=seed,
                verbose=verbose, on_stage=on_stage, **run_kwargs)

@@ -10,13 +10,14 @@ from daa_tf.specs import DEFAULT_SEED, DEFAULT_STEPS_PER_ROUND
 from daa_tf.stages import RunSettings, cascade_settings, is_cascade
 
 
-def run(model: loop.Model, x: Any, y: Any, attack: Union[str, RunSettings] = "daa_blob",
+def run(model: loop.Model, x: Any, y: Any = None,
+        attack: Union[str, RunSettings] = "daa_blob",
         restarts: int = 1, steps_per_round: int = DEFAULT_STEPS_PER_ROUND,
         batch_size: Optional[int] = None, seed: int = DEFAULT_SEED, verbose: int = 1,
         state_path: Optional[str] = None, resume: bool = False,
         strategy: Optional[tf.distribute.Strategy] = None,
         on_restart: Optional[driver.OnRestart] = None, early_stop: Optional[bool] = None,
-        **attack_params: Any) -> RunResult:
+        **attack_params: Any) -> Any:
     """Runs ``attack`` over the whole set ``x`` ``[N, ...]`` (pixel units in the box) with labels
     ``y`` ``[N]`` (targets when ``targeted``).
 
@@ -40,7 +41,25 @@ def run(model: loop.Model, x: Any, y: Any, attack: Union[str, RunSettings] = "da
     result is the same (docs/algorithms.md#early-stop). The result reports the gradient budget
     per image and the gradients actually spent (:class:`daa_tf.results.RunResult`).
     A cascade's restarts repeat the cascade; its restart figures are per stage.
+
+    ``x`` may instead be a ``tf.data.Dataset`` of ``(x, y)`` batches (``y`` left out): it is
+    streamed by :func:`daa_tf.stream.run` (read once, attacked batch by batch; extra arguments
+    ``output`` and ``on_batch``) and the result is a :class:`daa_tf.stream.StreamResult`.
     """
+    from daa_tf import stream
+
+    if stream.is_dataset(x):
+        if y is not None:
+            if not isinstance(y, str) and not hasattr(y, "attack"):
+                raise ValueError("a dataset yields (x, y) batches: leave y out")
+            attack = y  # run(model, dataset, "pgd", ...)
+        return stream.run(model, x, attack, restarts=restarts, steps_per_round=steps_per_round,
+                          batch_size=batch_size, seed=seed, verbose=verbose,
+                          state_path=state_path, resume=resume, strategy=strategy,
+                          on_restart=on_restart, early_stop=early_stop, **attack_params)
+    if y is None:
+        raise ValueError("labels y are required with arrays x (a tf.data.Dataset carries its "
+                         "own)")
     common = dict(restarts=restarts, steps_per_round=steps_per_round, batch_size=batch_size,
                   seed=seed, verbose=verbose, state_path=state_path, resume=resume,
                   strategy=strategy, on_restart=on_restart)
