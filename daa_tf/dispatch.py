@@ -1,6 +1,6 @@
 """``daa_tf.run``: one entry for a whole data set, dispatching a cascade's settings to
 :mod:`daa_tf.cascade` and an attack's to :mod:`daa_tf.driver`."""
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import tensorflow as tf
 
@@ -8,6 +8,9 @@ from daa_tf import cascade, driver, loop
 from daa_tf.results import RunResult
 from daa_tf.specs import DEFAULT_SEED, DEFAULT_STEPS_PER_ROUND
 from daa_tf.stages import RunSettings, cascade_settings, is_cascade
+
+if TYPE_CHECKING:  # stream imports this module
+    from daa_tf.stream import StreamResult
 
 
 def run(model: loop.Model, x: Any, y: Any = None,
@@ -17,7 +20,7 @@ def run(model: loop.Model, x: Any, y: Any = None,
         state_path: Optional[str] = None, resume: bool = False,
         strategy: Optional[tf.distribute.Strategy] = None,
         on_restart: Optional[driver.OnRestart] = None, early_stop: Optional[bool] = None,
-        **attack_params: Any) -> Any:
+        **attack_params: Any) -> Union[RunResult, "StreamResult"]:
     """Runs ``attack`` over the whole set ``x`` ``[N, ...]`` (pixel units in the box) with labels
     ``y`` ``[N]`` (targets when ``targeted``).
 

@@ -131,6 +131,12 @@ def _local(strategy: tf.distribute.Strategy, value: Any) -> np.ndarray:
     return strategy.gather(value, axis=0).numpy()  # multi-worker: the other workers' parts too
 
 
+def _single_worker(strategy: Optional[tf.distribute.Strategy]) -> bool:
+    """True without a strategy or when this worker holds every replica."""
+    return strategy is None or (len(strategy.extended.worker_devices)
+                                == strategy.num_replicas_in_sync)
+
+
 def batches(dataset: tf.data.Dataset, strategy: Optional[tf.distribute.Strategy] = None
             ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """The dataset's batches as NumPy ``(x, y)``, one at a time (through the strategy's input
@@ -293,7 +299,7 @@ def run(model: loop.Model, dataset: tf.data.Dataset, attack: Any = "daa_blob",
     read = 0
     for index, (x, y) in enumerate(batches(dataset, strategy)):
         read = index + 1
-        if index == 0:
+        if index == 0 and _single_worker(strategy):  # several workers may shard it otherwise
             _nondeterminism(dataset, first, (x, y), strict=bool(state_path))
         if state_path:  # only a state needs it (for resuming)
             digest = _digest(digest, x, y)

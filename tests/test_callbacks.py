@@ -4,14 +4,13 @@ streamed validation set."""
 import csv
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 
 import daa_tf
 from daa_tf import callbacks, distribute, summaries
 from daa_tf.training import AdversarialTrainer
-from tests.test_stream import PGD, batched, toy_data, toy_model
+from tests.test_stream import batched, toy_data, toy_model
 
 SETTINGS = dict(eps=0.05, step_size=0.02, steps=3)
 
