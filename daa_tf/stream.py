@@ -193,9 +193,12 @@ class _Pass:
     digest: str = ""
     shards: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
-    @property
-    def examples(self) -> int:
-        return int(sum(len(c) for c in self.correct))
+    examples: int = 0
+    kept: int = 0  # examples still classified correctly
+
+    def __post_init__(self) -> None:
+        self.examples = int(sum(len(c) for c in self.correct))
+        self.kept = int(sum(int(c.sum()) for c in self.correct))
 
     def add(self, result: Any, running: List[float], n: int) -> None:
         own = np.asarray(result.restart_accuracies, np.float64) * n
@@ -203,6 +206,8 @@ class _Pass:
         self.own = own if self.own is None else self.own + own
         self.running = run if self.running is None else self.running + run
         self.correct.append(np.asarray(result.correct, bool))
+        self.examples += n
+        self.kept += int(self.correct[-1].sum())
         self.spent += float(result.gradients_mean) * n
         self.budget = int(result.gradients_per_image)
         self.batches += 1
@@ -320,12 +325,12 @@ def run(model: loop.Model, dataset: tf.data.Dataset, attack: Any = "daa_blob",
         step_seconds = np.asarray([s for _, s in running])
         seconds = step_seconds if seconds is None else seconds + step_seconds
         if writer is not None:
-            done.shards = done.shards + [writer.add(result.x_adv, y, result.correct)]
+            done.shards.append(writer.add(result.x_adv, y, result.correct))
         if state_path and chief:
             done.save(state_path, key)
         if writer is not None:
             writer.write_index(complete=False)
-        accuracy = float(np.mean(np.concatenate(done.correct)))
+        accuracy = done.kept / done.examples
         bar.update(index + 1, values=[("accuracy", accuracy)])
         if on_batch is not None:
             on_batch(index, done.examples, accuracy)
