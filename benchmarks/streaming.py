@@ -19,8 +19,10 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+REPO = Path(__file__).resolve().parents[1]
 SHAPE = (28, 28, 1)
 CLASSES = 10
 SETTINGS = dict(eps=0.1, step_size=0.02, steps=5, random_start=False)
@@ -71,7 +73,8 @@ def memory(sizes: List[int], batch: int) -> List[Dict[str, Any]]:
     for n in sizes:
         out = subprocess.run([sys.executable, "-m", "benchmarks.streaming", "--child", str(n),
                               "--batch", str(batch)], capture_output=True, text=True,
-                             check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                             check=True, cwd=REPO,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
 

@@ -237,3 +237,13 @@ def test_two_replicas_read_through_the_strategys_input_pipeline(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report == {"replicas": 2, "same_x": True, "same_correct": True}
+
+
+def test_the_streaming_benchmark_runs_small():
+    from benchmarks import streaming
+
+    row = streaming.timing(300, 100, repeats=1)
+    assert row["same_correct"] and row["images"] == 300
+    assert set(row["wall_s"]) == {"arrays", "stream", "read"}
+    (memory,) = streaming.memory([250], 100)  # a fresh process
+    assert memory["images"] == 250 and memory["peak_mb"] > 0
