@@ -23,10 +23,11 @@ Resuming. With ``state_path`` the state is saved after every batch: the batches 
 per-example correctness so far, the per-restart counts, the gradients spent, the shards written
 and a running hash of the batches read. ``resume=True`` re-reads the dataset, checks that the
 batches done are the same ones (the hash), skips them and goes on: the result equals an
-uninterrupted pass. A resumed pass, like any second pass, needs a deterministic pipeline: the
-first batch of two passes is compared, and a difference is refused when a state is kept, else
-warned about (a shuffle without a fixed seed, ``reshuffle_each_iteration``, random augmentation);
-``options().deterministic = False`` is warned about.
+uninterrupted pass. A resumed pass, like any second pass, needs a deterministic pipeline (not a
+shuffle without a fixed seed, ``reshuffle_each_iteration``, random augmentation): with a state the
+first batch is read once more before the pass and a difference refused; without one, a pass over
+a dataset object streamed before compares its first batch with the earlier pass's (no extra read)
+and warns about a difference; ``options().deterministic = False`` is warned about.
 
 ``tf.distribute``: the dataset (of global batches) goes through the strategy's own input pipeline
 (``strategy.experimental_distribute_dataset``); each global batch is put back together from the
@@ -38,6 +39,7 @@ import hashlib
 import json
 import os
 import warnings
+import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import keras
@@ -158,20 +160,28 @@ def _digest(previous: str, x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _same(a: Tuple[np.ndarray, np.ndarray], b: Tuple[np.ndarray, np.ndarray]) -> bool:
-    return all(p.shape == q.shape and np.array_equal(p, q) for p, q in zip(a, b))
+# The first batch of the latest pass over each dataset object (its hash): a later pass over the
+# same object compares its own first batch with it, at no extra read.
+_FIRST_BATCHES: "weakref.WeakKeyDictionary[tf.data.Dataset, str]" = weakref.WeakKeyDictionary()
+_RANDOM = ("two passes over the dataset begin with different batches: its order or content is "
+           "random (a shuffle without a fixed seed or with reshuffle_each_iteration, random "
+           "augmentation)")
 
 
-def _nondeterminism(dataset: tf.data.Dataset, first: Tuple[np.ndarray, np.ndarray],
-                    again: Tuple[np.ndarray, np.ndarray], strict: bool) -> None:
-    """Refuses (``strict``: a state is kept) or warns about a pipeline whose passes differ."""
-    if not _same(first, again):
-        message = ("two passes over the dataset begin with different batches: its order or "
-                   "content is random (a shuffle without a fixed seed or with "
-                   "reshuffle_each_iteration, random augmentation)")
-        if strict:
-            raise ValueError(message + "; a resumable pass needs the same batches every time")
-        warnings.warn(message + "; the result cannot be reproduced", stacklevel=4)
+def _check_first(dataset: tf.data.Dataset, first: str, again: Optional[str]) -> None:
+    """Compares this pass's first batch (hash ``first``) with ``again`` (an extra read, or None)
+    and with the previous pass over the same dataset object: refuses a difference with the extra
+    read (kept for a resumable pass), warns about one with an earlier pass; warns about
+    ``options().deterministic = False``."""
+    if again is not None and again != first:
+        raise ValueError(_RANDOM + "; a resumable pass needs the same batches every time")
+    try:
+        earlier = _FIRST_BATCHES.get(dataset)
+        _FIRST_BATCHES[dataset] = first
+    except TypeError:  # not weakly referable: no memory of earlier passes
+        earlier = None
+    if earlier is not None and earlier != first:
+        warnings.warn(_RANDOM + "; the results of its passes cannot be compared", stacklevel=4)
     elif dataset.options().deterministic is False:
         warnings.warn("the dataset's options set deterministic=False: parallel stages may "
                       "reorder its elements from one pass to the next", stacklevel=4)
@@ -278,24 +288,23 @@ def run(model: loop.Model, dataset: tf.data.Dataset, attack: Any = "daa_blob",
     check_dataset(dataset)
     restarts = whole_number("restarts", restarts, 1)
     replicas = distribute.num_replicas(strategy)
-    first = next(iter(batches(dataset.take(1))), None)
-    if first is None:
-        raise ValueError("the dataset yields no batches")
-    if batch_size is None:
-        batch_size = _default_batch(settings, len(first[0]), replicas)
-    key = _fingerprint(settings, restarts, steps_per_round, batch_size, seed, early_stop,
-                       replicas)
-    done = (_Pass.load(state_path, key) if state_path and resume and os.path.exists(state_path)
-            else _Pass())
+    chief = distribute.is_chief(strategy)
+    again, key, done, writer = None, "", _Pass(), None
+    if state_path:  # a resumable pass: its key and state before reading, the first batch twice
+        first = next(iter(batches(dataset.take(1))), None)
+        if first is None:
+            raise ValueError("the dataset yields no batches")
+        again = _digest("", *first)
+        if batch_size is None:
+            batch_size = _default_batch(settings, len(first[0]), replicas)
+        key = _fingerprint(settings, restarts, steps_per_round, batch_size, seed, early_stop,
+                           replicas)
+        if resume and os.path.exists(state_path):
+            done = _Pass.load(state_path, key)
     if output and done.batches and len(done.shards) != done.batches:
         raise ValueError(f"the pass saved in {state_path} wrote no shards for its "
                          f"{done.batches} batches done: resume it without output=, or start "
                          "afresh")
-    chief = distribute.is_chief(strategy)
-    writer = None
-    if output and chief:
-        writer = shards.ShardWriter(output, done.shards, meta={"settings": repr(settings),
-                                                               "fingerprint": key})
     cardinality = int(dataset.cardinality())
     bar = keras.utils.Progbar(cardinality if cardinality >= 0 else None, verbose=verbose,
                               stateful_metrics=["accuracy"], unit_name="batch")
@@ -304,8 +313,14 @@ def run(model: loop.Model, dataset: tf.data.Dataset, attack: Any = "daa_blob",
     read = 0
     for index, (x, y) in enumerate(batches(dataset, strategy)):
         read = index + 1
-        if index == 0 and _single_worker(strategy):  # several workers may shard it otherwise
-            _nondeterminism(dataset, first, (x, y), strict=bool(state_path))
+        if index == 0:
+            if batch_size is None:
+                batch_size = _default_batch(settings, len(x), replicas)
+            if _single_worker(strategy):  # several workers may shard the data otherwise
+                _check_first(dataset, _digest("", x, y), again)
+            if output and chief:
+                writer = shards.ShardWriter(output, done.shards, meta={
+                    "settings": repr(settings), "restarts": restarts, "seed": seed})
         if state_path:  # only a state needs it (for resuming)
             digest = _digest(digest, x, y)
         if index < done.batches:
@@ -337,8 +352,10 @@ def run(model: loop.Model, dataset: tf.data.Dataset, attack: Any = "daa_blob",
     if read < done.batches:
         raise ValueError(f"the dataset holds {read} batches, fewer than the {done.batches} done "
                          f"in the pass saved in {state_path}: cannot resume it")
+    if read == 0:
+        raise ValueError("the dataset yields no batches")
     n = done.examples
-    if done.batches == 0 or n == 0:
+    if n == 0:
         raise ValueError("the dataset yields no examples")
     correct = np.concatenate(done.correct)
     accuracies = [float(c) / n for c in done.own]
