@@ -257,3 +257,12 @@ def test_the_streaming_benchmark_runs_small():
                                               for pipeline in ("sliced", "batched", "plain")}
     (memory,) = streaming.memory([250], 100)  # a fresh process
     assert memory["images"] == 250 and memory["peak_mb"] > 0
+
+
+def test_autotuning_is_off_for_the_pass_unless_the_dataset_sets_it(data):
+    x, y = data
+    assert stream.untuned(batched(x, y)).options().autotune.enabled is False
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    chosen = batched(x, y).with_options(options)
+    assert stream.untuned(chosen) is chosen
