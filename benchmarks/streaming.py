@@ -9,9 +9,9 @@ PGD on a tiny dense net and reports its peak resident set (``ru_maxrss``; Tensor
 is invisible to ``tracemalloc``). The goal: the largest size costs at most 100 MB more than the
 smallest. ``time``: the same ``--time-images`` images as arrays (``daa_tf.run(model, x, y)``) and
 as a dataset of the same batches, timed alternately, ``--repeats`` times each after a warm-up,
-in wall time and in process CPU time (all threads: steadier on a shared machine), as medians and
-minima; the goal: streaming at most 5% slower. Two pipelines are timed (:func:`timing`), and reading each
-alone.
+in wall time and in process CPU time (all threads: steadier on a shared machine), as medians;
+the goal: streaming at most 5% slower. Three pipelines are timed (:func:`timing`), and reading
+each alone.
 """
 import argparse
 import json

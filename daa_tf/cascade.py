@@ -130,9 +130,9 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
                      gradients_mean=spent / len(x0))
 
 
-def strongest(model: loop.Model, x: Any, y: Any = None, *, eps: float, budget: int = DEFAULT_BUDGET,
-              seed: int = DEFAULT_SEED, stages: Optional[Sequence[Stage]] = None,
-              clip_min: float = 0.0, clip_max: float = 1.0, batch_size: Optional[int] = None,
+def strongest(model: loop.Model, x: Any, y: Any = None, *, eps: float,
+              budget: int = DEFAULT_BUDGET, seed: int = DEFAULT_SEED,
+              stages: Optional[Sequence[Stage]] = None, clip_min: float = 0.0, clip_max: float = 1.0, batch_size: Optional[int] = None,
               verbose: int = 1, jit_compile: Optional[bool] = None, restarts: int = 1,
               on_stage: Optional[OnStage] = None, **run_kwargs: Any) -> RunResult:
     """The cascade on the whole set ``x`` ``[N, ...]`` (pixel units in ``[clip_min,
