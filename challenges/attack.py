@@ -80,6 +80,7 @@ def define_flags() -> None:
     options.tailor(help_texts={"num_examples": "Attack only the first N images."})
     options.define_run_flags("Continue from the state saved beside --output.")
     options.define_output_flag()
+    options.define_tensorboard_flag()
     options.register_batch_size_validator("attack")
     options.list_flags_in_help()
 

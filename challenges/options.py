@@ -12,6 +12,7 @@
 | :func:`define_run_flags` | ``--batch_size --seed --resume --jit_compile --distribute
   --verbose`` | runners, report, train |
 | :func:`define_output_flag` | ``--output`` | runners |
+| :func:`define_tensorboard_flag` | ``--tensorboard_dir`` | runners, train |
 
 With a known challenge the attack settings default to its values (shown by ``--help``); without
 one (the report picks it by flag) they default to None and :func:`attack_setting` resolves them
@@ -181,6 +182,15 @@ def define_output_flag() -> None:
     """``--output``: the leaderboard file a runner writes."""
     flags.DEFINE_string("output", "attack.npy", "Where to write the adversarial images.")
     flags.register_validator("output", bool, message="--output must name a file")
+
+
+def define_tensorboard_flag() -> None:
+    """``--tensorboard_dir``: TensorBoard event files of the run (:mod:`daa_tf.summaries`)."""
+    flags.DEFINE_string("tensorboard_dir", None, "Write TensorBoard summaries into this folder: "
+                        "the accuracy after each restart (cascade: stage), the gradients per "
+                        "image budgeted and spent, elapsed time and a few clean / adversarial / "
+                        "perturbation images (training: the progress figures every "
+                        "--output_steps). Default: none.")
 
 
 def list_flags_in_help() -> None:

@@ -39,6 +39,7 @@ def define_flags(challenge: registry.Challenge) -> None:
     options.define_model_data_flags(challenge)
     options.define_run_flags("Continue from the state saved beside --output.")
     options.define_output_flag()
+    options.define_tensorboard_flag()
     options.register_batch_size_validator("attack")
     if challenge.targets is not None:
         define_target_flag(challenge.targets)
@@ -166,10 +167,13 @@ def _attack(f: flags.FlagValues, job: "Job", state: str) -> Any:
     import daa_tf
 
     settings = job.settings
+    board = _summaries(f, job)
 
     def log_restart(index: int, accuracy: float, seconds: float) -> None:
         logging.info("%s: %s (%.1f s)", _part(settings, index, job.restarts),
                      _restart_score(settings, accuracy), seconds)
+        if board is not None:
+            board.on_restart(index, accuracy, seconds)
 
     extra = {"strategy": job.strategy} if job.strategy is not None else {}
     labels = job.y if job.targets is None else job.targets
@@ -182,7 +186,22 @@ def _attack(f: flags.FlagValues, job: "Job", state: str) -> Any:
     for i, accuracy in enumerate(result.restart_accuracies[:resumed]):
         logging.info("%s: %s (earlier run)", _part(settings, i, job.restarts),
                      _restart_score(settings, accuracy))
+    if board is not None:
+        board.result(result, job.x, result.x_adv, settings.clip_min, settings.clip_max,
+                     settings.eps)
+        board.close()
     return result
+
+
+def _summaries(f: flags.FlagValues, job: "Job") -> Any:
+    """The TensorBoard writer of ``--tensorboard_dir`` (:class:`daa_tf.summaries.RunSummaries`),
+    or None without it (or on a non-chief worker)."""
+    if "tensorboard_dir" not in f or not f.tensorboard_dir:
+        return None
+    from daa_tf.distribute import is_chief
+    from daa_tf.summaries import RunSummaries
+
+    return RunSummaries(f.tensorboard_dir) if is_chief(job.strategy) else None
 
 
 @dataclasses.dataclass

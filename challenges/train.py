@@ -82,6 +82,7 @@ def define_flags() -> None:
                         "net; '16,16,32,64' is their narrow one).")
     flags.register_validator("fraction", lambda v: 0.0 < v <= 1.0,
                              message="--fraction must be in (0, 1]")
+    options.define_tensorboard_flag()
     options.list_flags_in_help()
 
 
@@ -162,7 +163,9 @@ def _load_training_data(settings: Dict[str, Any], data_dir: Optional[str],
                                  ) from None
 
 
-def _progress(every: int, total: int, batch_size: int) -> Any:
+def _progress(every: int, total: int, batch_size: int, board: Any = None) -> Any:
+    """The progress callback; with ``board`` (:class:`daa_tf.summaries.RunSummaries`) it also
+    writes its figures to TensorBoard."""
     import keras
 
     class Progress(keras.callbacks.Callback):
@@ -178,10 +181,14 @@ def _progress(every: int, total: int, batch_size: int) -> Any:
                 return
             seconds = time.perf_counter() - self.started
             logs = logs or {}
+            speed = (step - self.since) * batch_size / max(seconds, 1e-9)
             logging.info("step %d/%d: adv accuracy %.2f%%, nat accuracy %.2f%%, adv loss %.4f "
                          "(%.1f examples/s)", step, total, 100 * float(logs["adv_accuracy"]),
-                         100 * float(logs["nat_accuracy"]), float(logs["loss"]),
-                         (step - self.since) * batch_size / max(seconds, 1e-9))
+                         100 * float(logs["nat_accuracy"]), float(logs["loss"]), speed)
+            if board is not None:
+                board.scalars(step, {"adv_accuracy": logs["adv_accuracy"],
+                                     "nat_accuracy": logs["nat_accuracy"],
+                                     "loss": logs["loss"], "examples_per_second": speed})
             self.started, self.since = time.perf_counter(), step
             self.model.reset_metrics()
 
@@ -258,7 +265,11 @@ def _fit(f: flags.FlagValues, settings: Dict[str, Any]) -> int:
     saver = writer.CheckpointEvery(classifier, layout, f.model_dir, settings["checkpoint_steps"],
                                    on_save=lambda prefix, _: logging.info("saved %s", prefix))
     saver.set_model(trainer)
-    callbacks = [_progress(f.output_steps, total, settings["batch_size"])]
+    board = None
+    if chief and f.tensorboard_dir:
+        from daa_tf.summaries import RunSummaries
+        board = RunSummaries(f.tensorboard_dir, prefix="train")
+    callbacks = [_progress(f.output_steps, total, settings["batch_size"], board)]
     try:
         trainer.fit(batches, epochs=1, verbose=0, shuffle=False,
                     callbacks=callbacks + ([saver] if chief else []))
@@ -269,9 +280,28 @@ def _fit(f: flags.FlagValues, settings: Dict[str, Any]) -> int:
         logging.error("interrupted at step %d (checkpoint saved). Resume with:\n  %s", step,
                       cli.command(MODULE, resume=True))
         return cli.INTERRUPTED
+    if board is not None:
+        _summary_images(board, trainer, x, y, total)
     logging.info("done: %d steps; checkpoint %s", total,
                  os.path.join(f.model_dir, f"checkpoint-{total}"))
     return 0
+
+
+def _summary_images(board: Any, trainer: Any, x: Any, y: Any, step: int) -> None:
+    """The first training images, the trained model's adversarial examples of them (the inner
+    attack, its evaluation seed) and the perturbation, as TensorBoard images."""
+    import numpy as np
+    import tensorflow as tf
+
+    from daa_tf import training
+
+    shown = np.asarray(x[:board.max_images], np.float32)
+    adv = trainer.adversarial_examples(tf.constant(shown),
+                                       tf.constant(np.asarray(y[:len(shown)], np.int32)),
+                                       training.derived_seed(trainer.seed, training.EVAL_TAG))
+    s = trainer.settings
+    board.images(step, shown, np.asarray(adv), s.clip_min, s.clip_max, s.eps)
+    board.close()
 
 
 def train(f: flags.FlagValues) -> int:

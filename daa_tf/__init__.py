@@ -17,16 +17,17 @@ _ATTACK_FUNCTIONS = ("fgsm", "rand_fgsm", "pgd", "momentum_pgd", "daa_blob", "da
                      "square", "attack")
 _EXPORTS = {
     **{name: "daa_tf.attacks" for name in _ATTACK_FUNCTIONS},
-    "strongest": "daa_tf.cascade", "autoattack": "daa_tf.cascade", "Stage": "daa_tf.stages",
+    "strongest": "daa_tf.dispatch", "autoattack": "daa_tf.dispatch", "Stage": "daa_tf.stages",
     "run": "daa_tf.dispatch",
     "RunResult": "daa_tf.results", "evaluate": "daa_tf.predict",
 }
 _SUBMODULES = (
-    "attacks", "batching", "boundary", "cascade", "catalogue", "checks", "data", "describe",
-    "device", "dispatch", "distribute", "draws", "driver", "engine", "export", "files",
-    "iterates", "keras_objects", "losses", "loop", "models", "particles", "predict", "projection", "recipes",
-    "results", "schedules", "settings", "specs", "squares", "stages", "stats", "steps", "targets",
-    "training", "validation")
+    "attacks", "batching", "boundary", "callbacks", "cascade", "catalogue", "checks", "data",
+    "describe", "device", "dispatch", "distribute", "draws", "driver", "engine", "export",
+    "files", "iterates", "keras_objects", "loop", "losses", "models", "particles", "predict",
+    "projection", "recipes", "results", "runs", "schedules", "settings", "shards", "specs",
+    "squares", "stages", "stats", "steps", "stream", "summaries", "targets", "training",
+    "validation")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 __version__ = "0.1.0"

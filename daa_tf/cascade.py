@@ -18,9 +18,9 @@ from daa_tf.batching import multiple_error
 from daa_tf.predict import evaluate
 from daa_tf.results import Merged, RunResult, fingerprint, resumed
 from daa_tf.settings import whole_number
-from daa_tf.specs import ATTACKS, DEFAULT_BATCH, DEFAULT_BUDGET, DEFAULT_SEED
+from daa_tf.specs import ATTACKS, DEFAULT_BATCH, DEFAULT_SEED
 from daa_tf.specs import DEFAULT_STEPS_PER_ROUND
-from daa_tf.stages import CascadeSettings, Stage, cascade_settings
+from daa_tf.stages import CascadeSettings, Stage
 
 OnStage = Callable[[int, Stage, float, float], None]
 
@@ -159,41 +159,3 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
                      gradients_mean=spent / len(x0),
                      queries_per_image=restarts * sum(s.queries(classes) for s in stages),
                      queries_mean=queried / len(x0), clean_accuracy=clean, stage_labels=labels)
-
-
-def autoattack(model: loop.Model, x: Any, y: Any, *, eps: float, version: str = "standard",
-               seed: int = DEFAULT_SEED, clip_min: float = 0.0, clip_max: float = 1.0,
-               batch_size: Optional[int] = None, verbose: int = 1,
-               jit_compile: Optional[bool] = None, on_stage: Optional[OnStage] = None,
-               **run_kwargs: Any) -> RunResult:
-    """AutoAttack (Croce & Hein 2020; docs/algorithms.md#autoattack) on the whole set ``x``
-    ``[N, ...]`` (pixel units in ``[clip_min, clip_max]``), labels ``y`` ``[N]``, L-inf radius
-    ``eps``: ``version`` ``standard`` (APGD-CE, APGD-T, FAB-T, Square with 5000 queries) or
-    ``plus``, each attack on the examples still classified correctly, in the compiled loop. The
-    model is checked first (logits, determinism, gradients, classes: warnings of
-    :mod:`daa_tf.checks`), and Square's result after. ``result.accuracies()`` gives the robust
-    accuracy after each attack; ``run_kwargs`` (``state_path``, ``resume``: the state is saved
-    after each attack; ``strategy``; ``on_restart``) go to :func:`run`.
-    """
-    settings = cascade_settings("autoattack", eps=eps, version=version, clip_min=clip_min,
-                                clip_max=clip_max, jit_compile=jit_compile)
-    return run(model, x, y, settings, batch_size=batch_size, seed=seed, verbose=verbose,
-               on_stage=on_stage, **run_kwargs)
-
-
-def strongest(model: loop.Model, x: Any, y: Any, *, eps: float, budget: int = DEFAULT_BUDGET,
-              seed: int = DEFAULT_SEED, stages: Optional[Sequence[Stage]] = None,
-              clip_min: float = 0.0, clip_max: float = 1.0, batch_size: Optional[int] = None,
-              verbose: int = 1, jit_compile: Optional[bool] = None, restarts: int = 1,
-              on_stage: Optional[OnStage] = None, **run_kwargs: Any) -> RunResult:
-    """The cascade on the whole set ``x`` ``[N, ...]`` (pixel units in ``[clip_min,
-    clip_max]``), labels ``y`` ``[N]``, L-inf radius ``eps`` (pixel units), at most ``budget``
-    gradients per image (and restart; the stages' budgets summed; ``stages`` default
-    :func:`daa_tf.stages.default_stages`). ``on_stage(index, stage, accuracy, seconds)`` is
-    called after each stage with the running accuracy; ``run_kwargs`` (``state_path``,
-    ``resume``, ``strategy``, ``on_restart``) go to :func:`run`, which documents the result.
-    """
-    settings = cascade_settings(eps=eps, budget=budget, clip_min=clip_min, clip_max=clip_max,
-                                jit_compile=jit_compile, stages=stages)
-    return run(model, x, y, settings, restarts=restarts, batch_size=batch_size, seed=seed,
-               verbose=verbose, on_stage=on_stage, **run_kwargs)

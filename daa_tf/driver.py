@@ -22,7 +22,7 @@ sizes, see :mod:`daa_tf.distribute`).
 """
 import dataclasses
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import keras
 import numpy as np

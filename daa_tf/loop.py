@@ -24,7 +24,7 @@ DAA), the gradient pass is the gradient-only function of before, and the loop is
 loop of those attacks before schedules existed.
 """
 import weakref
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import keras
 import tensorflow as tf
@@ -37,10 +37,24 @@ from daa_tf.steps import StepRule
 Model = Callable[[tf.Tensor], tf.Tensor]
 
 
-def call_model(model: Model, x: tf.Tensor) -> tf.Tensor:
-    """Logits of ``model`` on ``x``; Keras models run in inference mode (batch norm statistics)."""
+def is_keras_layer(model: Any) -> bool:
+    """True for a Keras layer or model: Keras 3's, or Keras 2's (``tf_keras``, recognised by its
+    base class, without importing it)."""
     if isinstance(model, keras.layers.Layer):
+        return True
+    return any(cls.__name__ == "Layer" and cls.__module__.startswith("tf_keras.")
+               for cls in type(model).__mro__)
+
+
+def call_model(model: Model, x: tf.Tensor) -> tf.Tensor:
+    """Logits of ``model`` on ``x``. Keras models (Keras 3 and ``tf_keras``) run in inference mode
+    (batch norm statistics, no dropout); a SavedModel loaded with ``tf.saved_model.load`` that is
+    not callable itself runs its ``serve`` endpoint (what ``keras.Model.export`` writes); any
+    other callable (a ``tf.Module``, a function) is called as it is."""
+    if is_keras_layer(model):
         return model(x, training=False)
+    if not callable(model) and hasattr(model, "serve"):
+        return model.serve(x)
     return model(x)
 
 
