@@ -219,7 +219,9 @@ def _step_settings(spec: AttackSpec, eps: Any, step_size: Any, steps: Any
         steps = spec.default_steps
     if step_size is None or steps is None:
         missing = [name for name, v in (("step_size", step_size), ("steps", steps)) if v is None]
-        raise MissingSetting(f"{spec.name} needs the setting(s) {missing}")
+        raise MissingSetting(f"{spec.name} needs {' and '.join(missing)}: it has no default "
+                             f"for {'them' if len(missing) > 1 else 'it'}; pass "
+                             + ", ".join(f"{name}=..." for name in missing))
     return eps, positive("step_size", step_size), whole_number("steps", steps, 1)
 
 

@@ -64,7 +64,8 @@ class StreamResult:
     the figure of the array path, over the whole set; ``restart_seconds``: per restart the wall
     time spent in it in this call, summed over the batches; ``gradients_per_image``: the budget;
     ``gradients_mean``: gradients spent per image (averaged over the whole set, batches resumed
-    from a state included); ``batches``: batches read; ``output``: the shard folder, or None.
+    from a state included); ``queries_per_image`` / ``queries_mean``: the same for the forward
+    passes of query-based attacks (Square); ``batches``: batches read; ``output``: the shard folder, or None.
     """
 
     accuracy: float
@@ -76,6 +77,8 @@ class StreamResult:
     examples: int
     batches: int
     output: Optional[str] = None
+    queries_per_image: int = 0
+    queries_mean: float = 0.0
 
     @property
     def x_adv(self) -> np.ndarray:
@@ -205,7 +208,7 @@ def _check_first(dataset: tf.data.Dataset, first: str, again: Optional[str]) -> 
 class _Pass:
     """What a pass accumulates (and its state saves): batches done, per-example correctness,
     per-restart counts of the restart figures (``own``) and of the running accuracy, gradients
-    spent (summed over examples), the budget per image, the hash of the batches read, the shards
+    and queries spent (summed over examples), the budgets per image, the hash of the batches read, the shards
     written."""
 
     batches: int = 0
@@ -214,6 +217,8 @@ class _Pass:
     running: Optional[np.ndarray] = None
     spent: float = 0.0
     budget: int = 0
+    queried: float = 0.0
+    query_budget: int = 0
     digest: str = ""
     shards: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
@@ -234,6 +239,8 @@ class _Pass:
         self.kept += int(self.correct[-1].sum())
         self.spent += float(result.gradients_mean) * n
         self.budget = int(result.gradients_per_image)
+        self.queried += float(result.queries_mean) * n
+        self.query_budget = int(result.queries_per_image)
         self.batches += 1
 
     def save(self, path: str, key: str) -> None:
@@ -245,6 +252,7 @@ class _Pass:
             own=self.own if self.own is not None else empty,
             running=self.running if self.running is not None else empty,
             spent=np.asarray(self.spent), budget=np.asarray(self.budget),
+            queried=np.asarray(self.queried), query_budget=np.asarray(self.query_budget),
             digest=np.asarray(self.digest), shards=np.asarray(json.dumps(self.shards))))
 
     @classmethod
@@ -263,6 +271,7 @@ class _Pass:
                    own=saved["own"] if saved["own"].size else None,
                    running=saved["running"] if saved["running"].size else None,
                    spent=float(saved["spent"]), budget=int(saved["budget"]),
+                   queried=float(saved["queried"]), query_budget=int(saved["query_budget"]),
                    digest=str(saved["digest"]), shards=json.loads(str(saved["shards"])))
 
 
@@ -377,7 +386,9 @@ def run(model: loop.Model, dataset: tf.data.Dataset, attack: Any = "daa_blob",
                           restart_accuracies=accuracies,
                           restart_seconds=[] if seconds is None else [float(s) for s in seconds],
                           gradients_per_image=done.budget, gradients_mean=done.spent / n,
-                          examples=n, batches=done.batches, output=output)
+                          examples=n, batches=done.batches, output=output,
+                          queries_per_image=done.query_budget,
+                          queries_mean=done.queried / n)
     if writer is not None:
         writer.write_index(complete=True, accuracy=result.accuracy,
                            restart_accuracies=accuracies)

@@ -301,5 +301,5 @@ def test_one_step_size_rule_for_library_runners_and_trainer():
         settings = catalogue.attack_settings(attack, eps=0.3, step_size=later, steps=1)
         assert settings.step_size == pytest.approx(expected), attack
     assert catalogue.default_step_size("pgd", 0.3) is None  # no configured default: required
-    with pytest.raises(ValueError, match=r"pgd needs the setting\(s\) \[.step_size.\]"):
+    with pytest.raises(ValueError, match="pgd needs step_size: it has no default for it; pass step_size=..."):
         catalogue.attack_settings("pgd", eps=0.3, steps=5)

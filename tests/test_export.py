@@ -243,7 +243,7 @@ def small():
     ("daa_blobb", dict(eps=0.3, step_size=0.1, steps=2), ValueError, "unknown attack 'daa_blobb'"),
     ("pgd", dict(eps=-0.3, step_size=0.1, steps=2), ValueError, "eps must be a positive"),
     ("pgd", dict(eps=0.3, step_size=0.1, steps=0), ValueError, "steps must be a whole number"),
-    ("pgd", dict(eps=0.3, steps=2), TypeError, r"needs the setting\(s\) \['step_size'\]"),
+    ("pgd", dict(eps=0.3, steps=2), TypeError, "needs step_size: it has no default"),
     ("daa_blob", dict(eps=0.3, step_size=0.1, steps=2, particles=1), ValueError, "particles"),
     ("pgd", dict(eps=0.3, step_size=0.1, steps=2, particles=4), TypeError,
      r"unknown setting\(s\) \['particles'\] for pgd"),

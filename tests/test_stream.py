@@ -203,6 +203,22 @@ def test_the_cascade_streams_batch_by_batch(model, data):
     assert result.restart_accuracies[-1] == pytest.approx(result.accuracy)
 
 
+def test_square_streams_and_counts_its_queries(model, data):
+    """Square (forward passes only) batch by batch: each batch as the array path with that batch's
+    seed; the queries spent summed over the batches, the budget that of one image."""
+    x, y = data
+    kw = dict(eps=0.05, steps=40, verbose=0)
+    result = daa_tf.run(model, batched(x, y), "square", seed=5, **kw)
+    parts = [daa_tf.run(model, x[i:i + BATCH], y[i:i + BATCH], "square",
+                        seed=stream.batch_seed(5, b), batch_size=BATCH, **kw)
+             for b, i in enumerate(range(0, N, BATCH))]
+    np.testing.assert_array_equal(result.correct, np.concatenate([p.correct for p in parts]))
+    assert result.gradients_per_image == 0 and result.queries_per_image == 40
+    spent = sum(p.queries_mean * len(p.correct) for p in parts) / N
+    assert result.queries_mean == pytest.approx(spent)
+    assert 0 < result.queries_mean <= 40
+
+
 def test_on_restart_gets_the_running_accuracy_of_the_whole_set(model, data):
     x, y = data
     kw = dict(PGD, random_start=True, restarts=3, seed=1, verbose=0)
