@@ -3,36 +3,30 @@ to :mod:`daa_tf.cascade`. :func:`daa_tf.run` calls it for arrays, :mod:`daa_tf.s
 batch of a dataset."""
 from typing import Any, Optional, Union
 
-import tensorflow as tf
-
 from daa_tf import cascade, driver, loop
 from daa_tf.results import RunResult
-from daa_tf.specs import DEFAULT_SEED, DEFAULT_STEPS_PER_ROUND
 from daa_tf.stages import RunSettings, cascade_settings, is_cascade
 
+# The arguments of a run (the rest of a call's keywords are the attack's or cascade's settings).
+RUN_ARGUMENTS = ("restarts", "steps_per_round", "batch_size", "seed", "verbose", "state_path",
+                 "resume", "strategy", "on_restart")
 
-def run(model: loop.Model, x: Any, y: Any = None,
-        attack: Union[str, RunSettings] = "daa_blob",
-        restarts: int = 1, steps_per_round: int = DEFAULT_STEPS_PER_ROUND,
-        batch_size: Optional[int] = None, seed: int = DEFAULT_SEED, verbose: int = 1,
-        state_path: Optional[str] = None, resume: bool = False,
-        strategy: Optional[tf.distribute.Strategy] = None,
-        on_restart: Optional[driver.OnRestart] = None, early_stop: Optional[bool] = None,
-        **attack_params: Any) -> RunResult:
+
+def run(model: loop.Model, x: Any, y: Any, attack: Union[str, RunSettings],
+        early_stop: Optional[bool] = None, **kwargs: Any) -> RunResult:
     """:func:`daa_tf.run` on arrays: ``x`` ``[N, ...]`` (pixel units in the box) and labels ``y``
-    ``[N]``; the arguments and the result are :func:`daa_tf.dispatch.run`'s."""
+    ``[N]``; ``kwargs`` are the run's arguments (:data:`RUN_ARGUMENTS`) and the attack's
+    settings; all as :func:`daa_tf.dispatch.run` documents them, with its result."""
     if y is None:
         raise ValueError("labels y are required with arrays x (a tf.data.Dataset carries its "
                          "own)")
-    common = dict(restarts=restarts, steps_per_round=steps_per_round, batch_size=batch_size,
-                  seed=seed, verbose=verbose, state_path=state_path, resume=resume,
-                  strategy=strategy, on_restart=on_restart)
+    common = {name: kwargs.pop(name) for name in RUN_ARGUMENTS if name in kwargs}
     if not is_cascade(attack):
-        return driver.run(model, x, y, attack, early_stop=early_stop, **common, **attack_params)
+        return driver.run(model, x, y, attack, early_stop=early_stop, **common, **kwargs)
     if isinstance(attack, str):
-        settings = cascade_settings(attack, **attack_params)
+        settings = cascade_settings(attack, **kwargs)
     else:
-        settings = attack.replace(**attack_params) if attack_params else attack
+        settings = attack.replace(**kwargs) if kwargs else attack
     if early_stop is False:
         raise ValueError(f"{settings.attack} always stops early: each stage attacks only the "
                          "examples the earlier ones did not fool")
