@@ -1,7 +1,7 @@
 """One run over arrays held in memory: an attack's settings to :mod:`daa_tf.driver`, a cascade's
 to :mod:`daa_tf.cascade`. :func:`daa_tf.run` calls it for arrays, :mod:`daa_tf.stream` for each
 batch of a dataset."""
-from typing import Any, Optional, Union
+from typing import Any, Collection, Optional, Union
 
 import tensorflow as tf
 
@@ -18,9 +18,10 @@ def run(model: loop.Model, x: Any, y: Any = None,
         state_path: Optional[str] = None, resume: bool = False,
         strategy: Optional[tf.distribute.Strategy] = None,
         on_restart: Optional[driver.OnRestart] = None, early_stop: Optional[bool] = None,
-        **attack_params: Any) -> RunResult:
+        checks_made: Collection[str] = cascade.CHECKS, **attack_params: Any) -> RunResult:
     """:func:`daa_tf.run` on arrays: ``x`` ``[N, ...]`` (pixel units in the box) and labels ``y``
-    ``[N]``; the arguments and the result are :func:`daa_tf.dispatch.run`'s."""
+    ``[N]``; the arguments and the result are :func:`daa_tf.dispatch.run`'s. ``checks_made``:
+    a cascade's (:func:`daa_tf.cascade.run`)."""
     if y is None:
         raise ValueError("labels y are required with arrays x (a tf.data.Dataset carries its "
                          "own)")
@@ -36,4 +37,4 @@ def run(model: loop.Model, x: Any, y: Any = None,
     if early_stop is False:
         raise ValueError(f"{settings.attack} always stops early: each stage attacks only the "
                          "examples the earlier ones did not fool")
-    return cascade.run(model, x, y, settings, **common)
+    return cascade.run(model, x, y, settings, checks_made=checks_made, **common)

@@ -84,7 +84,7 @@ def test_the_cascade_refuses_what_it_cannot_do(model, data):
     with pytest.raises(ValueError, match="always stops early"):
         daa_tf.run(model, x0, y, "strongest", eps=EPS, budget=7, stages=STAGES, early_stop=False)
     # batches of whole groups only when a stage is DAA (budget 30: one APGD stage, any batch)
-    assert daa_tf.cascade.cascade_settings(eps=EPS, budget=30).batch_multiple is None
+    assert catalogue.cascade_settings(eps=EPS, budget=30).batch_multiple is None
     with pytest.raises(ValueError, match=r"multiple of particles \(4\)"):
         daa_tf.run(model, x0, y, "strongest", eps=EPS, batch_size=6, verbose=0,
                    stages=[daa_tf.Stage("apgd_daa_blob", {"steps": 2, "particles": 4})])
