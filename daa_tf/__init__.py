@@ -26,8 +26,8 @@ _SUBMODULES = (
     "describe", "device", "dispatch", "distribute", "draws", "driver", "engine", "export",
     "files", "iterates", "keras_objects", "loop", "losses", "models", "particles", "predict",
     "projection", "recipes", "results", "runs", "schedules", "settings", "shards", "specs",
-    "squares", "stages", "stats", "steps", "stream", "summaries", "targets", "training",
-    "validation")
+    "squares", "stages", "stats", "steps", "stream", "summaries", "tally", "targets",
+    "training", "validation")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 __version__ = "0.1.0"

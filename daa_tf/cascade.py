@@ -9,7 +9,7 @@ every runner takes ``--attack=strongest``. Restarts repeat the whole cascade (ne
 examples still classified correctly; the state is saved after every stage.
 """
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from daa_tf.specs import DEFAULT_STEPS_PER_ROUND
 from daa_tf.stages import CascadeSettings, Stage
 
 OnStage = Callable[[int, Stage, float, float], None]
+
+# What AutoAttack's checks look at (a cascade whose spec has checks): the model before the run,
+# the figures after it. A streamed run asks for each once (docs/algorithms.md#streaming).
+CHECKS = ("model", "figures")
 
 
 def stage_seed(seed: int, index: int) -> int:
@@ -65,6 +69,15 @@ def _check_model(model: loop.Model, x0: np.ndarray, y: np.ndarray, classes: int,
         checks.check_classes(classes, targets)
 
 
+def check_figures(clean: float, labels: Sequence[str], accuracies: Sequence[float]) -> None:
+    """AutoAttack's check of a run's figures (:func:`daa_tf.checks.check_square`): ``clean``
+    and the running accuracy after each stage (fractions), ``labels`` the stages' labels."""
+    square = ATTACKS["square"].label
+    checks.check_square({"clean": clean, **{
+        ("square" if label == square or label.startswith(square + "-") else f"{label} {i}"): acc
+        for i, (label, acc) in enumerate(zip(labels, accuracies))}})
+
+
 def _stage(model: loop.Model, merged: Merged, x0: np.ndarray, y: np.ndarray,
            settings: CascadeSettings, stage: Stage, seed: int, batch: int,
            given_batch: Optional[int], run_kwargs: dict) -> Tuple[float, float]:
@@ -93,8 +106,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
         batch_size: Optional[int] = None, seed: int = DEFAULT_SEED, verbose: int = 1,
         state_path: Optional[str] = None, resume: bool = False, strategy: Any = None,
         on_restart: Optional[driver.OnRestart] = None,
-        steps_per_round: int = DEFAULT_STEPS_PER_ROUND, on_stage: Optional[OnStage] = None
-        ) -> RunResult:
+        steps_per_round: int = DEFAULT_STEPS_PER_ROUND, on_stage: Optional[OnStage] = None,
+        checks_made: Collection[str] = CHECKS) -> RunResult:
     """The cascade ``settings`` over the whole set ``x`` ``[N, ...]`` (pixel units in the box),
     labels ``y`` ``[N]``; what ``daa_tf.run`` does with a cascade's settings (same arguments:
     ``batch_size``, ``verbose``, ``strategy``, ``steps_per_round`` go to every stage's run).
@@ -110,7 +123,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
     The result's ``restart_accuracies`` / ``restart_seconds`` hold one entry per stage,
     ``gradients_per_image`` is ``restarts x`` the stages' budgets, ``gradients_mean`` the
     gradients spent per image in this call; ``queries_per_image`` / ``queries_mean`` likewise
-    for the query stages (Square).
+    for the query stages (Square). ``checks_made``: which of :data:`CHECKS` a cascade with
+    checks (AutoAttack's) makes.
     """
     x0 = validation.as_batch(x, np.float32, "x")
     y = validation.check_batch(x0, np.asarray(y), settings.clip_min,
@@ -123,7 +137,7 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
     merged, classes = _initial_state(model, x0, y, batch, settings.jit_compile)
     clean = merged.accuracy
     stages = settings.stages_for(classes)
-    if settings.spec.checks and not (resume and state_path):
+    if settings.spec.checks and "model" in checks_made and not (resume and state_path):
         _check_model(model, x0, y, classes, stages, settings.jit_compile)
     key = _fingerprint(settings, stages, x0, y, seed)
     merged = resumed(state_path, resume, key, restarts * len(stages), "stages") or merged
@@ -149,10 +163,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
     pred, _, _ = evaluate(model, merged.x, y, "xent", batch, settings.jit_compile)
     correct = pred == y
     labels = [stages[i % len(stages)].label for i in range(len(merged.restart_accuracies))]
-    if settings.spec.checks:
-        checks.check_square({"clean": clean, **{
-            ("square" if stages[i % len(stages)].attack == "square" else f"{label} {i}"): acc
-            for i, (label, acc) in enumerate(zip(labels, merged.restart_accuracies))}})
+    if settings.spec.checks and "figures" in checks_made:
+        check_figures(clean, labels, merged.restart_accuracies)
     return RunResult(x_adv=merged.x, accuracy=float(np.mean(correct)), correct=correct,
                      restart_accuracies=list(merged.restart_accuracies), restart_seconds=seconds,
                      gradients_per_image=restarts * sum(s.gradients(classes) for s in stages),

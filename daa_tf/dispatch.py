@@ -85,7 +85,9 @@ def autoattack(model: loop.Model, x: Any, y: Any = None, *, eps: float, version:
     :mod:`daa_tf.checks`), and Square's result after. ``result.accuracies()`` gives the robust
     accuracy after each attack; ``run_kwargs`` (``state_path``, ``resume``: the state is saved
     after each attack; ``strategy``; ``on_restart``) go to :func:`daa_tf.cascade.run`.
-    ``x`` may be a ``tf.data.Dataset`` of ``(x, y)`` batches (``y`` left out; no ``on_stage``).
+    ``x`` may be a ``tf.data.Dataset`` of ``(x, y)`` batches (``y`` left out; no ``on_stage``):
+    streamed batch by batch, with ``accuracies()`` and Square's queries over the whole set and
+    the checks made once (the model's on the first batch).
     """
     settings = cascade_settings("autoattack", eps=eps, version=version, clip_min=clip_min,
                                 clip_max=clip_max, jit_compile=jit_compile)

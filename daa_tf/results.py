@@ -13,6 +13,14 @@ import numpy as np
 from daa_tf import files
 
 
+def stage_accuracies(clean: Optional[float], labels: List[str], accuracies: List[float]
+                     ) -> Dict[str, float]:
+    """``{"clean": clean, label: accuracy, ...}`` (fractions; ``clean`` left out when None)."""
+    out = {} if clean is None else {"clean": clean}
+    out.update(zip(labels, accuracies))
+    return out
+
+
 @dataclasses.dataclass
 class RunResult:
     """What ``daa_tf.run`` returns.
@@ -51,9 +59,7 @@ class RunResult:
     def accuracies(self) -> Dict[str, float]:
         """A cascade's robust accuracy after each stage by its label (``clean`` first), as
         AutoAttack reports them."""
-        out = {} if self.clean_accuracy is None else {"clean": self.clean_accuracy}
-        out.update(zip(self.stage_labels, self.restart_accuracies))
-        return out
+        return stage_accuracies(self.clean_accuracy, self.stage_labels, self.restart_accuracies)
 
 
 @dataclasses.dataclass

@@ -20,7 +20,8 @@ batch: the same attack on calls of other sizes (equal up to last-bit rounding, s
 rounds permute the batch, not the whole set: Algorithm 1 over the whole set needs the array form.
 
 Resuming. With ``state_path`` the state is saved after every batch: the batches done, the
-per-example correctness so far, the per-restart counts, the gradients spent, the shards written
+per-example correctness so far, the per-restart counts, the gradients and queries spent (a
+cascade's: its clean count and stage labels too; :mod:`daa_tf.tally`), the shards written
 and a running hash of the batches read. ``resume=True`` re-reads the dataset, checks that the
 batches done are the same ones (the hash), skips them and goes on: the result equals an
 uninterrupted pass. A resumed pass, like any second pass, needs a deterministic pipeline (not a
@@ -29,12 +30,14 @@ first batch is read once more before the pass and a difference refused; without 
 a dataset object streamed before compares its first batch with the earlier pass's (no extra read)
 and warns about a difference; ``options().deterministic = False`` is warned about.
 
+AutoAttack's checks (:mod:`daa_tf.checks`) are made once per pass: the model's on the first
+batch, Square's drop on the figures over the whole set at the end.
+
 ``tf.distribute``: the dataset (of global batches) goes through the strategy's own input pipeline
 (``strategy.experimental_distribute_dataset``); each global batch is put back together from the
 replicas' parts (in replica order: the batch as read) and run as the array path runs it, one
 batch of ``batch_size`` per replica.
 """
-import dataclasses
 import hashlib
 import json
 import os
@@ -46,44 +49,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from daa_tf import distribute, files, loop, runs, shards
+from daa_tf import cascade, distribute, loop, runs, shards
 from daa_tf.settings import attack_settings, whole_number
 from daa_tf.specs import DEFAULT_SEED, DEFAULT_STEPS_PER_ROUND
 from daa_tf.stages import RunSettings, cascade_settings, is_cascade
+from daa_tf.tally import StreamResult, Tally
 
 OnBatch = Callable[[int, int, float], None]
-
-
-@dataclasses.dataclass
-class StreamResult:
-    """What ``daa_tf.run`` returns for a dataset: :class:`daa_tf.results.RunResult`'s figures
-    without the adversarial set (see ``output``).
-
-    ``accuracy``: fraction of the ``examples`` still classified correctly; ``correct``: bool
-    ``[examples]`` in the order read; ``restart_accuracies``: per restart (a cascade: per stage)
-    the figure of the array path, over the whole set; ``restart_seconds``: per restart the wall
-    time spent in it in this call, summed over the batches; ``gradients_per_image``: the budget;
-    ``gradients_mean``: gradients spent per image (averaged over the whole set, batches resumed
-    from a state included); ``queries_per_image`` / ``queries_mean``: the same for the forward
-    passes of query-based attacks (Square); ``batches``: batches read; ``output``: the shard folder, or None.
-    """
-
-    accuracy: float
-    correct: np.ndarray
-    restart_accuracies: List[float]
-    restart_seconds: List[float]
-    gradients_per_image: int
-    gradients_mean: float
-    examples: int
-    batches: int
-    output: Optional[str] = None
-    queries_per_image: int = 0
-    queries_mean: float = 0.0
-
-    @property
-    def x_adv(self) -> np.ndarray:
-        raise AttributeError("a streamed run keeps no adversarial set in memory: pass output= a "
-                             "folder and read it with daa_tf.shards.load / iterate")
 
 
 def is_dataset(value: Any) -> bool:
@@ -204,77 +176,6 @@ def _check_first(dataset: tf.data.Dataset, first: str, again: Optional[str]) -> 
                       "reorder its elements from one pass to the next", stacklevel=4)
 
 
-@dataclasses.dataclass
-class _Pass:
-    """What a pass accumulates (and its state saves): batches done, per-example correctness,
-    per-restart counts of the restart figures (``own``) and of the running accuracy, gradients
-    and queries spent (summed over examples), the budgets per image, the hash of the batches read, the shards
-    written."""
-
-    batches: int = 0
-    correct: List[np.ndarray] = dataclasses.field(default_factory=list)
-    own: Optional[np.ndarray] = None
-    running: Optional[np.ndarray] = None
-    spent: float = 0.0
-    budget: int = 0
-    queried: float = 0.0
-    query_budget: int = 0
-    digest: str = ""
-    shards: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
-
-    examples: int = 0
-    kept: int = 0  # examples still classified correctly
-
-    def __post_init__(self) -> None:
-        self.examples = int(sum(len(c) for c in self.correct))
-        self.kept = int(sum(int(c.sum()) for c in self.correct))
-
-    def add(self, result: Any, running: List[float], n: int) -> None:
-        own = np.asarray(result.restart_accuracies, np.float64) * n
-        run = np.asarray(running, np.float64) * n
-        self.own = own if self.own is None else self.own + own
-        self.running = run if self.running is None else self.running + run
-        self.correct.append(np.asarray(result.correct, bool))
-        self.examples += n
-        self.kept += int(self.correct[-1].sum())
-        self.spent += float(result.gradients_mean) * n
-        self.budget = int(result.gradients_per_image)
-        self.queried += float(result.queries_mean) * n
-        self.query_budget = int(result.queries_per_image)
-        self.batches += 1
-
-    def save(self, path: str, key: str) -> None:
-        correct = np.concatenate(self.correct) if self.correct else np.zeros(0, bool)
-        empty = np.zeros(0, np.float64)
-        files.atomic_write(path, lambda f: np.savez(
-            f, fingerprint=np.asarray(key), batches=np.asarray(self.batches), correct=correct,
-            sizes=np.asarray([len(c) for c in self.correct], np.int64),
-            own=self.own if self.own is not None else empty,
-            running=self.running if self.running is not None else empty,
-            spent=np.asarray(self.spent), budget=np.asarray(self.budget),
-            queried=np.asarray(self.queried), query_budget=np.asarray(self.query_budget),
-            digest=np.asarray(self.digest), shards=np.asarray(json.dumps(self.shards))))
-
-    @classmethod
-    def load(cls, path: str, key: str) -> "_Pass":
-        try:
-            with np.load(path) as s:
-                saved = {k: s[k] for k in s.files}
-        except (OSError, ValueError, EOFError) as err:
-            raise ValueError(f"cannot read the saved state {path}: {err}; delete it to start "
-                             "afresh") from err
-        if str(saved.get("fingerprint")) != key:
-            raise ValueError(f"the saved state {path} belongs to a different run (other "
-                             "settings, seed or batch size); delete it or run without resuming")
-        bounds = np.cumsum(saved["sizes"])[:-1]
-        return cls(batches=int(saved["batches"]), correct=np.split(saved["correct"], bounds),
-                   own=saved["own"] if saved["own"].size else None,
-                   running=saved["running"] if saved["running"].size else None,
-                   spent=float(saved["spent"]), budget=int(saved["budget"]),
-                   queried=float(saved["queried"]), query_budget=int(saved["query_budget"]),
-                   digest=str(saved["digest"]), shards=json.loads(str(saved["shards"])))
-
-
 def _fingerprint(settings: RunSettings, restarts: int, steps_per_round: int, batch_size: Any,
                  seed: int, early_stop: Any, replicas: int) -> str:
     head = [repr(settings), restarts, steps_per_round, batch_size, seed, early_stop, replicas]
@@ -312,7 +213,7 @@ def run(model: loop.Model, dataset: tf.data.Dataset, attack: Any = "daa_blob",
     restarts = whole_number("restarts", restarts, 1)
     replicas = distribute.num_replicas(strategy)
     chief = distribute.is_chief(strategy)
-    again, key, done, writer = None, "", _Pass(), None
+    again, key, done, writer = None, "", Tally(), None
     if state_path:  # a resumable pass: its key and state before reading, the first batch twice
         first = next(iter(batches(dataset.take(1))), None)
         if first is None:
@@ -323,7 +224,7 @@ def run(model: loop.Model, dataset: tf.data.Dataset, attack: Any = "daa_blob",
         key = _fingerprint(settings, restarts, steps_per_round, batch_size, seed, early_stop,
                            replicas)
         if resume and os.path.exists(state_path):
-            done = _Pass.load(state_path, key)
+            done = Tally.load(state_path, key)
     if output and done.batches and len(done.shards) != done.batches:
         raise ValueError(f"the pass saved in {state_path} wrote no shards for its "
                          f"{done.batches} batches done: resume it without output=, or start "
@@ -354,10 +255,10 @@ def run(model: loop.Model, dataset: tf.data.Dataset, attack: Any = "daa_blob",
             continue
         running: List[Tuple[float, float]] = []
         result = runs.run(model, x, y, settings, restarts=restarts,
-                              steps_per_round=steps_per_round, batch_size=batch_size,
-                              seed=batch_seed(seed, index), verbose=0, strategy=strategy,
-                              on_restart=lambda i, a, s: running.append((a, s)),
-                              early_stop=early_stop)
+                          steps_per_round=steps_per_round, batch_size=batch_size,
+                          seed=batch_seed(seed, index), verbose=0, strategy=strategy,
+                          on_restart=lambda i, a, s: running.append((a, s)),
+                          early_stop=early_stop, checks_made=("model",) if index == 0 else ())
         done.add(result, [a for a, _ in running], len(y))
         done.digest = digest
         step_seconds = np.asarray([s for _, s in running])
@@ -380,18 +281,13 @@ def run(model: loop.Model, dataset: tf.data.Dataset, attack: Any = "daa_blob",
     n = done.examples
     if n == 0:
         raise ValueError("the dataset yields no examples")
-    correct = np.concatenate(done.correct)
-    accuracies = [float(c) / n for c in done.own]
-    result = StreamResult(accuracy=float(np.mean(correct)), correct=correct,
-                          restart_accuracies=accuracies,
-                          restart_seconds=[] if seconds is None else [float(s) for s in seconds],
-                          gradients_per_image=done.budget, gradients_mean=done.spent / n,
-                          examples=n, batches=done.batches, output=output,
-                          queries_per_image=done.query_budget,
-                          queries_mean=done.queried / n)
+    result = done.result(seconds, output)
+    if is_cascade(settings) and settings.spec.checks and result.clean_accuracy is not None:
+        cascade.check_figures(result.clean_accuracy, result.stage_labels,
+                              result.restart_accuracies)
     if writer is not None:
         writer.write_index(complete=True, accuracy=result.accuracy,
-                           restart_accuracies=accuracies)
+                           restart_accuracies=result.restart_accuracies)
     if on_restart is not None and seconds is not None:
         for i, (count, spent) in enumerate(zip(done.running, seconds)):
             on_restart(i, float(count) / n, float(spent))

@@ -10,9 +10,10 @@ scalar and image plugins' metadata, so TensorFlow alone writes them (``tf.summar
   ``<prefix>/restart_seconds`` (that restart's wall time) and ``<prefix>/elapsed_seconds``
   (since the writer was made);
 - at the end (:meth:`RunSummaries.result`): ``<prefix>/final_accuracy``,
-  ``<prefix>/budget_per_image`` and ``<prefix>/spent_per_image`` (model gradients, or forward
-  passes for a query-based attack, per image: the budget and what early stop left of it), and a
-  few images: ``<prefix>/clean``, ``<prefix>/adversarial`` (both scaled from the pixel box to
+  ``<prefix>/budget_per_image`` and ``<prefix>/spent_per_image`` (model gradients per image: the
+  budget and what early stop left of it); when queries were budgeted (Square, or a cascade with
+  it) ``<prefix>/query_budget_per_image`` and ``<prefix>/queries_per_image`` likewise in forward
+  passes; and a few images: ``<prefix>/clean``, ``<prefix>/adversarial`` (both scaled from the pixel box to
   [0, 1]) and ``<prefix>/perturbation`` (``0.5 + (x_adv - x) / (2 eps)``: grey is no change).
 
 :meth:`RunSummaries.scalars` writes any other figures (the trainer's progress).
@@ -115,12 +116,17 @@ class RunSummaries:
                x_adv: Optional[np.ndarray] = None, clip_min: float = 0.0,
                clip_max: float = 1.0, eps: Optional[float] = None) -> None:
         """The end of a run: ``result`` (a :class:`daa_tf.results.RunResult` or
-        :class:`daa_tf.stream.StreamResult`) and, given ``x`` and ``x_adv``, a few images."""
+        :class:`daa_tf.stream.StreamResult`; Square's queries too when it spent any) and, given
+        ``x`` and ``x_adv``, a few images."""
         step = max(1, len(result.restart_accuracies))
-        self.scalars(step, {"final_accuracy": result.accuracy,
-                            "budget_per_image": result.gradients_per_image,
-                            "spent_per_image": result.gradients_mean,
-                            "elapsed_seconds": time.perf_counter() - self.started})
+        values = {"final_accuracy": result.accuracy,
+                  "budget_per_image": result.gradients_per_image,
+                  "spent_per_image": result.gradients_mean,
+                  "elapsed_seconds": time.perf_counter() - self.started}
+        if result.queries_per_image:  # a query attack (Square) or a cascade with one
+            values.update(query_budget_per_image=result.queries_per_image,
+                          queries_per_image=result.queries_mean)
+        self.scalars(step, values)
         if x is not None and x_adv is not None:
             self.images(step, x, x_adv, clip_min, clip_max, eps)
 

@@ -219,6 +219,58 @@ def test_square_streams_and_counts_its_queries(model, data):
     assert 0 < result.queries_mean <= 40
 
 
+def test_autoattack_streams_with_its_figures_and_checks_once(model, data, monkeypatch):
+    """AutoAttack over a dataset: each batch as the array path with that batch's seed; its
+    per-attack figures (clean first) and Square's queries over the whole set; the model checked
+    on the first batch only and Square's drop judged once, on the whole set's figures."""
+    from daa_tf import cascade
+    x, y = data
+    checked, judged = [], []
+    check_model, check_figures = cascade._check_model, cascade.check_figures
+    monkeypatch.setattr(cascade, "_check_model",
+                        lambda m, x0, *a: (checked.append(len(x0)), check_model(m, x0, *a)))
+    monkeypatch.setattr(cascade, "check_figures",
+                        lambda *a: (judged.append(a), check_figures(*a)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", daa_tf.checks.EvaluationWarning)  # 5 classes, 9 targets
+        result = daa_tf.autoattack(model, batched(x, y), eps=0.02, seed=5, verbose=0)
+        assert checked == [BATCH] and len(judged) == 1
+        parts = [daa_tf.autoattack(model, x[i:i + BATCH], y[i:i + BATCH], eps=0.02,
+                                   seed=stream.batch_seed(5, b), batch_size=BATCH, verbose=0)
+                 for b, i in enumerate(range(0, N, BATCH))]
+    np.testing.assert_array_equal(result.correct, np.concatenate([p.correct for p in parts]))
+    figures = result.accuracies()
+    assert list(figures) == ["clean", "APGD-xent", "APGD-T", "FAB-T", "Square"]
+    clean = np.argmax(model.predict(x, verbose=0), axis=1) == y
+    assert figures["clean"] == pytest.approx(clean.mean())
+    assert figures["clean"] > figures["APGD-xent"] >= figures["Square"] == result.accuracy
+    assert judged[0] == (figures["clean"], result.stage_labels, result.restart_accuracies)
+    assert result.queries_per_image == 5000 and result.gradients_per_image > 0
+    spent = sum(p.queries_mean * len(p.correct) for p in parts) / N
+    assert 0 < result.queries_mean == pytest.approx(spent)
+
+
+def test_a_saved_tally_is_read_back_and_an_older_one_refused(tmp_path):
+    """The streamed state keeps queries, a cascade's clean count and labels; a state without
+    them (an older version's) is refused with a sentence, not a KeyError."""
+    from daa_tf.tally import Tally
+    tally = Tally(correct=[np.array([True, False]), np.array([False])], own=np.array([1.0]),
+                  running=np.array([1.0]), spent=3.0, budget=4, queried=70.0, query_budget=50,
+                  clean=2.0, labels=["APGD-xent", "Square"], digest="d", shards=[])
+    path = str(tmp_path / "state.npz")
+    tally.save(path, "key")
+    back = Tally.load(path, "key")
+    assert (back.queried, back.query_budget, back.clean, back.labels, back.kept, back.examples) \
+        == (70.0, 50, 2.0, ["APGD-xent", "Square"], 1, 3)
+    Tally(correct=[np.array([True])]).save(path, "key")
+    assert Tally.load(path, "key").clean is None
+    with np.load(path) as saved:
+        older = {k: saved[k] for k in saved.files if k not in ("queried", "clean")}
+    np.savez(path, **older)
+    with pytest.raises(ValueError, match="older version"):
+        Tally.load(path, "key")
+
+
 def test_on_restart_gets_the_running_accuracy_of_the_whole_set(model, data):
     x, y = data
     kw = dict(PGD, random_start=True, restarts=3, seed=1, verbose=0)

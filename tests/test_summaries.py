@@ -45,7 +45,28 @@ def images(logdir: Path):
 
 class _Result:
     accuracy, gradients_per_image, gradients_mean = 0.25, 20, 12.5
+    queries_per_image, queries_mean = 0, 0.0
     restart_accuracies = [0.5, 0.25]
+
+
+class _SquareResult(_Result):
+    gradients_per_image, gradients_mean = 0, 0.0
+    queries_per_image, queries_mean = 40, 17.5
+
+
+def test_query_figures_only_for_query_attacks(tmp_path):
+    """Square's budget and spending in queries are written next to the gradient figures (0);
+    a gradient attack's run writes no query tags."""
+    for name, result in (("grad", _Result()), ("square", _SquareResult())):
+        board = summaries.RunSummaries(str(tmp_path / name))
+        board.result(result)
+        board.close()
+    grad = summaries.read_scalars(str(tmp_path / "grad"))
+    square = summaries.read_scalars(str(tmp_path / "square"))
+    assert "attack/query_budget_per_image" not in grad
+    assert square["attack/query_budget_per_image"] == {2: 40.0}
+    assert square["attack/queries_per_image"] == {2: 17.5}
+    assert square["attack/budget_per_image"] == {2: 0.0}
 
 
 def test_run_summaries_are_read_back(tmp_path):
