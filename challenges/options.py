@@ -101,6 +101,7 @@ def define_attack_choice_flags() -> None:
                       "AutoAttack with its own settings (--autoattack_version; no budget, one "
                       "restart unless --restarts is given).")
     define_autoattack_flag()
+    define_queries_flag()
     flags.DEFINE_enum("loss", None, list(catalogue.LOSSES), "The loss the attack ascends "
                       "(default: the attack's own: margin for multitargeted, else xent).")
     flags.DEFINE_float("c", None, f"DAA constant (default per loss: {_c_help()}; DGF's per unit "
@@ -116,6 +117,13 @@ def define_autoattack_flag() -> None:
                       "no gradient budget (--steps is ignored): standard (APGD-CE, APGD-T, FAB-T, "
                       "Square with 5000 queries) or plus (APGD-CE and APGD-DLR with 5 restarts, "
                       "FAB with 5 restarts, Square, APGD-T, FAB-T); docs/algorithms.md#autoattack.")
+
+
+def define_queries_flag() -> None:
+    """``--queries``: ``strongest``'s query budget."""
+    flags.DEFINE_integer("queries", None, "--attack=strongest: queries (forward passes) per image "
+                         "for its last stage, Square (default: no Square stage); "
+                         "docs/algorithms.md#strongest.", lower_bound=1)
 
 
 def autoattack_version(f: FlagValues, attack: str) -> Optional[str]:
@@ -275,6 +283,7 @@ def attack_settings(f: FlagValues, challenge: registry.Challenge, attack: str, l
         return catalogue.cascade_settings(
             attack, eps=attack_setting(f, "epsilon", challenge) if eps is None else eps,
             budget=None if attack == "autoattack" else steps, version=version,
+            queries=f["queries"].value if attack == "strongest" and "queries" in f else None,
             clip_min=challenge.format.clip_min, clip_max=challenge.format.clip_max,
             jit_compile=jit_compile(f))
     spec = catalogue.get_spec(attack)

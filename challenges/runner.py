@@ -125,6 +125,8 @@ def warn_ignored_flags(f: flags.FlagValues, settings: catalogue.RunSettings) -> 
         warned.append((() if settings.interacting else _DAA_FLAGS, "a DAA setting"))
     if settings.attack != "autoattack":
         warned.append((("autoattack_version",), "AutoAttack's setting"))
+    if settings.attack != "strongest":
+        warned.append((("queries",), "strongest's setting"))
     for ignored, what in warned:
         for name in ignored:
             if name in f and f[name].present:

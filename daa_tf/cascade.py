@@ -69,7 +69,9 @@ def _stage(model: loop.Model, merged: Merged, x0: np.ndarray, y: np.ndarray,
            settings: CascadeSettings, stage: Stage, seed: int, batch: int,
            given_batch: Optional[int], run_kwargs: dict) -> Tuple[float, float]:
     """One stage on the examples ``merged`` has not fooled, merged in place (the first point
-    that fools an example is kept, else the highest margin). Returns the gradients and the
+    that fools an example is kept, else the highest margin). An attack of independent examples
+    runs on the whole set with the fooled ones skipped, so each example gets the starts and
+    draws it gets from the stage run alone with ``seed``. Returns the gradients and the
     queries (a query attack's forward passes) spent.
     ``batch``: the whole set's batch, which every stage of independent examples keeps (shapes
     from :func:`daa_tf.batching.bucket`, no retrace per stage); a DAA stage takes
@@ -78,15 +80,20 @@ def _stage(model: loop.Model, merged: Merged, x0: np.ndarray, y: np.ndarray,
     if not len(rows):
         return 0.0, 0.0
     interacting = ATTACKS[stage.attack].interacting
-    result = driver.run(model, x0[rows], y[rows], stage.attack, restarts=stage.restarts,
-                        seed=seed, eps=settings.eps, clip_min=settings.clip_min,
-                        clip_max=settings.clip_max, jit_compile=settings.jit_compile,
-                        batch_size=given_batch if interacting else batch, **run_kwargs,
-                        **stage.settings)
-    pred, score, _ = evaluate(model, result.x_adv, y[rows], "margin", batch,
-                              settings.jit_compile)
-    merged.update(rows, result.x_adv, score, pred != y[rows])
-    return result.gradients_mean * len(rows), result.queries_mean * len(rows)
+    common = dict(restarts=stage.restarts, seed=seed, eps=settings.eps,
+                  clip_min=settings.clip_min, clip_max=settings.clip_max,
+                  jit_compile=settings.jit_compile, **run_kwargs, **stage.settings)
+    if interacting:  # DAA: its particles are the examples still correct
+        result = driver.run(model, x0[rows], y[rows], stage.attack, batch_size=given_batch,
+                            **common)
+        x_r, n = result.x_adv, len(rows)
+    else:  # the whole set's draws, the fooled examples skipped: as the stage run alone
+        result = driver.run(model, x0, y, stage.attack, batch_size=batch,
+                            skip=merged.fooled.copy(), **common)
+        x_r, n = result.x_adv[rows], len(x0)
+    pred, score, _ = evaluate(model, x_r, y[rows], "margin", batch, settings.jit_compile)
+    merged.update(rows, x_r, score, pred != y[rows])
+    return result.gradients_mean * n, result.queries_mean * n
 
 
 def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: int = 1,
@@ -183,18 +190,22 @@ def autoattack(model: loop.Model, x: Any, y: Any, *, eps: float, version: str = 
 
 
 def strongest(model: loop.Model, x: Any, y: Any, *, eps: float, budget: int = DEFAULT_BUDGET,
-              seed: int = DEFAULT_SEED, stages: Optional[Sequence[Stage]] = None,
+              queries: Optional[int] = None, seed: int = DEFAULT_SEED,
+              stages: Optional[Sequence[Stage]] = None,
               clip_min: float = 0.0, clip_max: float = 1.0, batch_size: Optional[int] = None,
               verbose: int = 1, jit_compile: Optional[bool] = None, restarts: int = 1,
               on_stage: Optional[OnStage] = None, **run_kwargs: Any) -> RunResult:
     """The cascade on the whole set ``x`` ``[N, ...]`` (pixel units in ``[clip_min,
     clip_max]``), labels ``y`` ``[N]``, L-inf radius ``eps`` (pixel units), at most ``budget``
-    gradients per image (and restart; the stages' budgets summed; ``stages`` default
-    :func:`daa_tf.stages.default_stages`). ``on_stage(index, stage, accuracy, seconds)`` is
+    gradients per image (and restart; the stages' budgets summed) and at most ``queries``
+    forward passes per image for the query stages (None: no query stage). ``stages`` default
+    :func:`daa_tf.stages.strongest_stages`: the gradient sequence sharing ``budget``, then
+    Square with all ``queries`` (docs/algorithms.md#strongest: never weaker, per example, than
+    any of its stages run alone with its budget). ``on_stage(index, stage, accuracy, seconds)`` is
     called after each stage with the running accuracy; ``run_kwargs`` (``state_path``,
     ``resume``, ``strategy``, ``on_restart``) go to :func:`run`, which documents the result.
     """
-    settings = cascade_settings(eps=eps, budget=budget, clip_min=clip_min, clip_max=clip_max,
-                                jit_compile=jit_compile, stages=stages)
+    settings = cascade_settings(eps=eps, budget=budget, queries=queries, clip_min=clip_min,
+                                clip_max=clip_max, jit_compile=jit_compile, stages=stages)
     return run(model, x, y, settings, restarts=restarts, batch_size=batch_size, seed=seed,
                verbose=verbose, on_stage=on_stage, **run_kwargs)

@@ -72,13 +72,14 @@ def test_mnist_daa_blob_writes_a_valid_file_the_evaluator_agrees_with(mnist_run,
 
 
 def test_mnist_strongest_writes_a_valid_file_the_evaluator_agrees_with(shared, tmp_path):
-    """``--attack=strongest``: the cascade through the same runner, ``--steps`` its budget."""
+    """``--attack=strongest``: the cascade through the same runner, ``--steps`` its budget in
+    gradients, ``--queries`` its Square stage's."""
     from daa_tf.data import load_mnist
 
     output = tmp_path / "strongest.npy"
     done = run_module("challenges.mnist", {
         "attack": "strongest", "steps": 100, "restarts": 1, "num_examples": 100, "verbose": 0,
-        "loss": "cw", "output": output, **mnist_fixtures(shared)})
+        "loss": "cw", "queries": 50, "output": output, **mnist_fixtures(shared)})
     assert done.returncode == 0, done.stderr
     x_nat, _ = load_mnist(data_dir=shared / "data/mnist", num_examples=100)
     size = submission.check(np.load(output), x_nat, registry.CHALLENGES["mnist"].format)
@@ -86,9 +87,11 @@ def test_mnist_strongest_writes_a_valid_file_the_evaluator_agrees_with(shared, t
     log = done.stderr
     for expected in ("strongest cascade", "budget 100 gradients per image", "stage 1: accuracy",
                      "stage 2: accuracy", "gradients per image: budget 100",
-                     "--loss is set by the cascade's stages: ignored"):
+                     "--loss is set by the cascade's stages: ignored",
+                     "budget 100 gradients per image, 50 queries per image",
+                     "after Square\n", "queries per image: budget 50"):
         assert expected in log, expected
-    assert "stage 3:" not in log  # a budget of 100: two stages of the minimum 50 gradients
+    assert "stage 3: accuracy" in log and "stage 4:" not in log  # 2 x 50 gradients, Square
     assert_evaluator_agrees("mnist", output, mnist_fixtures(shared), log, tmp_path)
 
 
