@@ -33,6 +33,8 @@ gradients per image, so budget ``B`` is ``B / R`` restarts):
   ``eps_step = 2 eps``; optional extra, ``pip install adversarial-robustness-toolbox``; its
   gradients are counted by wrapping its estimator's ``loss_gradient``): one run per budget;
   MultiTargeted takes ``B // 9`` steps per target.
+- ``apgd_t``, ``fab_t``, ``square`` (at ``--strength-queries`` queries per image, not gradients)
+  and ``autoattack`` (one run, AutoAttack's own settings): :mod:`benchmarks.strength_autoattack`.
 
 Times include each configuration's tracing (its first call), as a user pays it. For
 ``strongest`` the row also says after which stage its accuracy first reaches the ``daa_blob``
@@ -51,13 +53,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from benchmarks import strength_autoattack
 from benchmarks.common import (Context, Row, art_classifier, contender_list, import_art,
                                section)
 
 RESTART_READ = ("pgd", "daa_blob", "apgd_ce", "apgd_dlr", "apgd_daa_blob", "odi_pgd",
                 "odi_apgd")
 ART_CONTENDERS = {"art_apgd_ce": "cross_entropy", "art_apgd_dlr": "difference_logits_ratio"}
-CONTENDERS = RESTART_READ + ("multitargeted", "strongest") + tuple(ART_CONTENDERS)
+CONTENDERS = (RESTART_READ + ("multitargeted", "strongest") + strength_autoattack.CONTENDERS
+              + tuple(ART_CONTENDERS))
 TOLERANCE = 1e-5  # slack of the output check (float32 rounding near the box's top)
 
 
@@ -82,6 +86,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strength-contenders", type=contender_list(CONTENDERS),
                    default=list(CONTENDERS),
                    help=f"comma-separated, of {', '.join(CONTENDERS)}")
+    g.add_argument("--strength-queries", type=_budgets, default=_budgets("1000"),
+                   help="queries (forward passes) per image of the square rows, comma-separated")
     g.add_argument("--strength-restart-steps", type=int, default=100,
                    help="gradients per restart of the restart-read contenders and of ART")
 
@@ -303,8 +309,10 @@ def _validate(args: Any) -> None:
                          f"--strength-restart-steps {steps}")
     if steps <= 2 and {"odi_pgd", "odi_apgd"} & set(args.strength_contenders):
         raise ValueError("the ODI contenders need --strength-restart-steps above 2")
-    if "multitargeted" in args.strength_contenders and args.strength_budgets[0] < 9:
-        raise ValueError("multitargeted needs budgets of at least 9 (one step per target)")
+    targeted = {"multitargeted", "apgd_t", "fab_t"} & set(args.strength_contenders)
+    if targeted and args.strength_budgets[0] < 9:
+        raise ValueError(f"{', '.join(sorted(targeted))} need budgets of at least 9 (one step "
+                         "per target)")
 
 
 def _runner(ctx: Context, name: str) -> Callable[[np.ndarray, np.ndarray], Optional[List[Row]]]:
@@ -316,6 +324,10 @@ def _runner(ctx: Context, name: str) -> Callable[[np.ndarray, np.ndarray], Optio
         return lambda x, y: _multitargeted_rows(ctx, x, y)
     if name == "strongest":
         return lambda x, y: _strongest_rows(ctx, x, y)
+    if name in strength_autoattack.CONTENDERS:
+        return lambda x, y: strength_autoattack.rows(
+            name, ctx.model, x, y, _box(ctx), ctx.args.strength_budgets,
+            ctx.args.strength_queries, ctx.args.strength_seed, ctx.jit, check_adversarial)
     return lambda x, y: _art_rows(ctx, name, x, y)
 
 

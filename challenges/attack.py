@@ -224,7 +224,7 @@ def prepare(f: flags.FlagValues) -> GenericJob:
     clip_min, clip_max, eps, inferred = _bounds(f, base, folder)
     challenge = _ad_hoc_challenge(f, base, clip_min, clip_max, eps)
     settings = options.attack_settings(f, challenge, f.attack, f.loss, c=f.c)
-    restarts = options.attack_setting(f, "restarts", challenge)
+    restarts = options.run_restarts(f, challenge, f.attack)
     steps_per_round = options.attack_setting(f, "steps_per_round", challenge)
     runner.warn_ignored_flags(f, settings)
     runner.warn_repeated_restarts(settings, restarts)
@@ -292,6 +292,7 @@ def summary(f: flags.FlagValues, job: GenericJob, outcome: runner.Outcome) -> Di
         "adversarial_accuracy": outcome.accuracy,
         "restart_accuracies": list(result.restart_accuracies),
         "gradients_per_image": getattr(result, "gradients_per_image", None),
+        "queries_per_image": getattr(result, "queries_per_image", None),
         "perturbation": {"linf": outcome.size.linf, "mean_l2": outcome.size.mean_l2},
         "seconds": outcome.seconds,
         "attack_seconds": float(sum(result.restart_seconds)),

@@ -99,13 +99,40 @@ def define_attack_choice_flags() -> None:
     """``--attack``, ``--loss`` and DAA's ``--c``: the one attack a runner runs."""
     flags.DEFINE_enum("attack", "daa_blob", list(catalogue.RUNNABLE), "The attack; "
                       "strongest: a cascade of attacks sharing --steps gradients per image, "
-                      "repeated --restarts times (docs/algorithms.md#strongest).")
+                      "repeated --restarts times (docs/algorithms.md#strongest); autoattack: "
+                      "AutoAttack with its own settings (--autoattack_version; no budget, one "
+                      "restart unless --restarts is given).")
+    define_autoattack_flag()
+    define_queries_flag()
     flags.DEFINE_enum("loss", None, list(catalogue.LOSSES), "The loss the attack ascends "
                       "(default: the attack's own: margin for multitargeted, else xent).")
     flags.DEFINE_float("c", None, f"DAA constant (default per loss: {_c_help()}; DGF's per unit "
                        "pixel range).")
     flags.register_validator("c", lambda v: v is None or math.isfinite(v),
                              message="--c must be a finite number")
+
+
+def define_autoattack_flag() -> None:
+    """``--autoattack_version``: which AutoAttack ``--attack=autoattack`` runs."""
+    flags.DEFINE_enum("autoattack_version", "standard", list(catalogue.AUTOATTACK_VERSIONS),
+                      "--attack=autoattack: AutoAttack's version, run with its own settings and "
+                      "no gradient budget (--steps is ignored): standard (APGD-CE, APGD-T, FAB-T, "
+                      "Square with 5000 queries) or plus (APGD-CE and APGD-DLR with 5 restarts, "
+                      "FAB with 5 restarts, Square, APGD-T, FAB-T); docs/algorithms.md#autoattack.")
+
+
+def define_queries_flag() -> None:
+    """``--queries``: ``strongest``'s query budget."""
+    flags.DEFINE_integer("queries", None, "--attack=strongest: queries (forward passes) per image "
+                         "for its last stage, Square (default: no Square stage); "
+                         "docs/algorithms.md#strongest.", lower_bound=1)
+
+
+def autoattack_version(f: FlagValues, attack: str) -> Optional[str]:
+    """The AutoAttack version the flags ask for when ``attack`` is ``autoattack``, else None."""
+    if attack != "autoattack":
+        return None
+    return f["autoattack_version"].value if "autoattack_version" in f else None
 
 
 def define_attack_setting_flags(challenge: Optional[registry.Challenge]) -> None:
@@ -213,6 +240,14 @@ def attack_setting(f: FlagValues, name: str, challenge: registry.Challenge) -> A
     return getattr(challenge.defaults, _DEFAULTED[name])
 
 
+def run_restarts(f: FlagValues, challenge: registry.Challenge, attack: str) -> int:
+    """``--restarts`` (or ``challenge``'s default), but 1 for ``autoattack`` unless given
+    explicitly: AutoAttack's restarts are its attacks' own settings."""
+    if attack == "autoattack" and not f["restarts"].present:
+        return 1
+    return attack_setting(f, "restarts", challenge)
+
+
 def jit_compile(f: FlagValues) -> Optional[bool]:
     """``--jit_compile`` as the library takes it (None: choose per device)."""
     return catalogue.JIT_CHOICES[f.jit_compile]
@@ -251,13 +286,17 @@ def attack_settings(f: FlagValues, challenge: registry.Challenge, attack: str, l
     ``step_size`` override the flags'). A one-step attack, and APGD's schedule, take
     ``--step_size`` only when it is given explicitly (else ``epsilon``, and ``2 epsilon``); a
     one-step attack refuses ``--steps`` other than 1. A cascade takes ``--steps`` as its budget
-    of gradients per image (and restart); its stages set their own losses and steps."""
+    of gradients per image (and restart); its stages set their own losses and steps. AutoAttack
+    has no budget (its own settings) and takes ``--autoattack_version``."""
     steps = attack_setting(f, "steps", challenge)
     if catalogue.is_cascade(attack):
+        version = autoattack_version(f, attack)
         return catalogue.cascade_settings(
             attack, eps=attack_setting(f, "epsilon", challenge) if eps is None else eps,
-            budget=steps, clip_min=challenge.format.clip_min,
-            clip_max=challenge.format.clip_max, jit_compile=jit_compile(f))
+            budget=None if attack == "autoattack" else steps, version=version,
+            queries=f["queries"].value if attack == "strongest" and "queries" in f else None,
+            clip_min=challenge.format.clip_min, clip_max=challenge.format.clip_max,
+            jit_compile=jit_compile(f))
     spec = catalogue.get_spec(attack)
     if step_size is None:  # given explicitly, else catalogue.default_step_size's rule
         configured = attack_setting(f, "step_size", challenge)

@@ -128,13 +128,22 @@ _CASCADE_IGNORES = ("loss", "step_size", "random_start") + _DAA_FLAGS
 
 def warn_ignored_flags(f: flags.FlagValues, settings: catalogue.RunSettings) -> None:
     """Warns about each flag given explicitly that ``settings``' attack does not read."""
+    warned = []
     if catalogue.is_cascade(settings):
-        ignored, what = _CASCADE_IGNORES, "set by the cascade's stages"
+        autoattack = settings.attack == "autoattack"
+        warned.append((_CASCADE_IGNORES + (("steps",) if autoattack else ()),
+                       "set by the cascade's stages"))
     else:
-        ignored, what = (() if settings.interacting else _DAA_FLAGS), "a DAA setting"
-    for name in ignored:
-        if name in f and f[name].present:
-            logging.warning("--%s is %s: ignored by --attack=%s", name, what, settings.attack)
+        warned.append((() if settings.interacting else _DAA_FLAGS, "a DAA setting"))
+    if settings.attack != "autoattack":
+        warned.append((("autoattack_version",), "AutoAttack's setting"))
+    if settings.attack != "strongest":
+        warned.append((("queries",), "strongest's setting"))
+    for ignored, what in warned:
+        for name in ignored:
+            if name in f and f[name].present:
+                logging.warning("--%s is %s: ignored by --attack=%s", name, what,
+                                settings.attack)
 
 
 def log_state(f: flags.FlagValues, state: str) -> None:
@@ -162,6 +171,17 @@ def _part(settings: catalogue.RunSettings, index: int, restarts: int) -> str:
     return f"restart {index + 1}/{restarts}"
 
 
+def _stage_name(settings: catalogue.RunSettings, index: int) -> str:
+    """`` after <stage>`` for a cascade's run ``index`` (its stages on a 10-class model), else
+    nothing."""
+    if not catalogue.is_cascade(settings):
+        return ""
+    stages = settings.stages_for(10, checked=False)
+    stage = stages[index % len(stages)]
+    restarts = f" x {stage.restarts}" if stage.restarts > 1 else ""
+    return f" after {stage.label}{restarts}"
+
+
 def _attack(f: flags.FlagValues, job: "Job", state: str) -> Any:
     """``daa_tf.run`` with live restart logs; returns its result."""
     import daa_tf
@@ -170,8 +190,8 @@ def _attack(f: flags.FlagValues, job: "Job", state: str) -> Any:
     board = _summaries(f, job)
 
     def log_restart(index: int, accuracy: float, seconds: float) -> None:
-        logging.info("%s: %s (%.1f s)", _part(settings, index, job.restarts),
-                     _restart_score(settings, accuracy), seconds)
+        logging.info("%s: %s (%.1f s)%s", _part(settings, index, job.restarts),
+                     _restart_score(settings, accuracy), seconds, _stage_name(settings, index))
         if board is not None:
             board.on_restart(index, accuracy, seconds)
 
@@ -291,6 +311,9 @@ def execute(f: flags.FlagValues, module: str, prepare: Callable[[flags.FlagValue
     logging.info("final accuracy: %.2f%%", 100 * accuracy)
     logging.info("gradients per image: budget %d, spent %.1f on average",
                  result.gradients_per_image, result.gradients_mean)
+    if result.queries_per_image:
+        logging.info("queries per image: budget %d, spent %.1f on average",
+                     result.queries_per_image, result.queries_mean)
     if success is not None:
         logging.info("targeted success rate: %.2f%% (targets: %s)", 100 * success,
                      job.target_rule)
@@ -307,8 +330,9 @@ def prepare(challenge: registry.Challenge, f: flags.FlagValues) -> Job:
     """A challenge runner's preparation: settings, warnings, the model and the test data (and a
     targeted challenge's target classes), logs."""
     settings = _targeted(challenge, options.attack_settings(f, challenge, f.attack, f.loss, c=f.c))
+    restarts = options.run_restarts(f, challenge, f.attack)
     warn_ignored_flags(f, settings)
-    _warn_not_a_submission(challenge, settings, f.restarts)
+    _warn_not_a_submission(challenge, settings, restarts)
     resolve.check_output(f.output)
     strategy = resolve.distribution_strategy()
     model, path, x, y, source = resolve.inputs_from_flags(challenge, f, strategy)
@@ -317,7 +341,7 @@ def prepare(challenge: registry.Challenge, f: flags.FlagValues) -> Job:
         batch_size = challenge.defaults.attack_batch_size(settings.batch_multiple)
     _warn_partial(challenge, len(x), f.num_examples)
     logging.info("%s challenge: %s%s, seed %d, batch size %s, jit_compile %s",
-                 challenge.title, catalogue.describe(settings, f.restarts),
+                 challenge.title, catalogue.describe(settings, restarts),
                  f", rounds of {f.steps_per_round} steps" if settings.interacting else "",
                  f.seed, batch_size or "auto", f.jit_compile)
     logging.info("model %s; data %s, %d images; output %s (state %s)", path, source, len(x),
@@ -328,7 +352,7 @@ def prepare(challenge: registry.Challenge, f: flags.FlagValues) -> Job:
         targets = choose_targets(challenge, rule, model, x, y, f.seed, f.data_dir,
                                  f.num_examples, settings.jit_compile)
         logging.info("targets: %s (%d distinct classes)", rule, len(np.unique(targets)))
-    return Job(challenge, settings, strategy, model, x, y, f.restarts, f.steps_per_round,
+    return Job(challenge, settings, strategy, model, x, y, restarts, f.steps_per_round,
                targets, rule or "", batch_size)
 
 

@@ -82,7 +82,9 @@ def _stage(model: loop.Model, merged: Merged, x0: np.ndarray, y: np.ndarray,
            settings: CascadeSettings, stage: Stage, seed: int, batch: int,
            given_batch: Optional[int], run_kwargs: dict) -> Tuple[float, float]:
     """One stage on the examples ``merged`` has not fooled, merged in place (the first point
-    that fools an example is kept, else the highest margin). Returns the gradients and the
+    that fools an example is kept, else the highest margin). An attack of independent examples
+    runs on the whole set with the fooled ones skipped, so each example gets the starts and
+    draws it gets from the stage run alone with ``seed``. Returns the gradients and the
     queries (a query attack's forward passes) spent.
     ``batch``: the whole set's batch, which every stage of independent examples keeps (shapes
     from :func:`daa_tf.batching.bucket`, no retrace per stage); a DAA stage takes
@@ -91,15 +93,20 @@ def _stage(model: loop.Model, merged: Merged, x0: np.ndarray, y: np.ndarray,
     if not len(rows):
         return 0.0, 0.0
     interacting = ATTACKS[stage.attack].interacting
-    result = driver.run(model, x0[rows], y[rows], stage.attack, restarts=stage.restarts,
-                        seed=seed, eps=settings.eps, clip_min=settings.clip_min,
-                        clip_max=settings.clip_max, jit_compile=settings.jit_compile,
-                        batch_size=given_batch if interacting else batch, **run_kwargs,
-                        **stage.settings)
-    pred, score, _ = evaluate(model, result.x_adv, y[rows], "margin", batch,
-                              settings.jit_compile)
-    merged.update(rows, result.x_adv, score, pred != y[rows])
-    return result.gradients_mean * len(rows), result.queries_mean * len(rows)
+    common = dict(restarts=stage.restarts, seed=seed, eps=settings.eps,
+                  clip_min=settings.clip_min, clip_max=settings.clip_max,
+                  jit_compile=settings.jit_compile, **run_kwargs, **stage.settings)
+    if interacting:  # DAA: its particles are the examples still correct
+        result = driver.run(model, x0[rows], y[rows], stage.attack, batch_size=given_batch,
+                            **common)
+        x_r, n = result.x_adv, len(rows)
+    else:  # the whole set's draws, the fooled examples skipped: as the stage run alone
+        result = driver.run(model, x0, y, stage.attack, batch_size=batch,
+                            skip=merged.fooled.copy(), **common)
+        x_r, n = result.x_adv[rows], len(x0)
+    pred, score, _ = evaluate(model, x_r, y[rows], "margin", batch, settings.jit_compile)
+    merged.update(rows, x_r, score, pred != y[rows])
+    return result.gradients_mean * n, result.queries_mean * n
 
 
 def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: int = 1,

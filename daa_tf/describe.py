@@ -18,6 +18,8 @@ def describe(settings: RunSettings, restarts: Optional[int] = None) -> str:
         budget = ("no gradient budget" if settings.budget is None else
                   f"budget {settings.budget} gradients per image"
                   + (" and restart" if restarts not in (None, 1) else ""))
+        if getattr(settings, "queries", None) is not None:
+            budget += f", {settings.queries} queries per image"
         return (f"{settings.attack} cascade, eps {settings.eps:g}, {budget}"
                 + (f", {restarts} restarts" if restarts not in (None, 1) else "")
                 + f", {sequence}")

@@ -96,7 +96,8 @@ def autoattack(model: loop.Model, x: Any, y: Any = None, *, eps: float, version:
 
 
 def strongest(model: loop.Model, x: Any, y: Any = None, *, eps: float,
-              budget: int = DEFAULT_BUDGET, seed: int = DEFAULT_SEED,
+              budget: int = DEFAULT_BUDGET, queries: Optional[int] = None,
+              seed: int = DEFAULT_SEED,
               stages: Optional[Sequence[Stage]] = None, clip_min: float = 0.0,
               clip_max: float = 1.0, batch_size: Optional[int] = None, verbose: int = 1,
               jit_compile: Optional[bool] = None, restarts: int = 1,
@@ -104,15 +105,18 @@ def strongest(model: loop.Model, x: Any, y: Any = None, *, eps: float,
               **run_kwargs: Any) -> Union[RunResult, StreamResult]:
     """The cascade on the whole set ``x`` ``[N, ...]`` (pixel units in ``[clip_min,
     clip_max]``), labels ``y`` ``[N]``, L-inf radius ``eps`` (pixel units), at most ``budget``
-    gradients per image (and restart; the stages' budgets summed; ``stages`` default
-    :func:`daa_tf.stages.default_stages`). ``on_stage(index, stage, accuracy, seconds)`` is
+    gradients per image (and restart; the stages' budgets summed) and at most ``queries``
+    forward passes per image for the query stages (None: no query stage). ``stages`` default
+    :func:`daa_tf.stages.strongest_stages`: the gradient sequence sharing ``budget``, then
+    Square with all ``queries`` (docs/algorithms.md#strongest: never weaker, per example, than
+    any of its stages run alone with its budget). ``on_stage(index, stage, accuracy, seconds)`` is
     called after each stage with the running accuracy; ``run_kwargs`` (``state_path``,
     ``resume``, ``strategy``, ``on_restart``) go to :func:`daa_tf.cascade.run`, which
     documents the result.
     ``x`` may be a ``tf.data.Dataset`` of ``(x, y)`` batches (``y`` left out; no ``on_stage``):
     :func:`daa_tf.stream.run` streams it.
     """
-    settings = cascade_settings(eps=eps, budget=budget, clip_min=clip_min, clip_max=clip_max,
-                                jit_compile=jit_compile, stages=stages)
+    settings = cascade_settings(eps=eps, budget=budget, queries=queries, clip_min=clip_min,
+                                clip_max=clip_max, jit_compile=jit_compile, stages=stages)
     return _cascade(model, x, y, settings, on_stage, restarts=restarts, batch_size=batch_size,
                     seed=seed, verbose=verbose, **run_kwargs)

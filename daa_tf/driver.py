@@ -267,27 +267,47 @@ def _fingerprint(plan: _Plan, steps_per_round: int) -> str:
     return fingerprint([fields, plan.seed, steps_per_round] + extra, plan.x0, plan.y)
 
 
+def _skip_mask(plan: _Plan, skip: Any) -> np.ndarray:
+    """``skip`` checked: ``[N]`` bool, and only for a run with early stop."""
+    skip = np.array(skip, bool)
+    if skip.shape != (plan.n,):
+        raise ValueError(f"skip must be a [N] mask of the {plan.n} examples, got shape "
+                         f"{skip.shape}")
+    if not plan.early:
+        raise ValueError(f"skip needs early stop: {plan.cfg.settings.attack} attacks every "
+                         "example on every restart")
+    return skip
+
+
 def run(model: loop.Model, x: Any, y: Any, attack: Union[str, AttackSettings] = "daa_blob",
         restarts: int = 1, steps_per_round: int = DEFAULT_STEPS_PER_ROUND,
         batch_size: Optional[int] = None, seed: int = DEFAULT_SEED, verbose: int = 1,
         state_path: Optional[str] = None, resume: bool = False,
         strategy: Optional[tf.distribute.Strategy] = None,
         on_restart: Optional[OnRestart] = None, early_stop: Optional[bool] = None,
-        **attack_params: Any) -> RunResult:
+        skip: Optional[np.ndarray] = None, **attack_params: Any) -> RunResult:
     """One attack over the whole set ``x`` ``[N, ...]`` with labels ``y`` ``[N]``; what
     ``daa_tf.run`` does with an attack (its docstring documents the arguments).
     ``on_restart(index, accuracy, seconds)``: after each restart, the running accuracy of the
-    worst case so far and the restart's wall time."""
+    worst case so far and the restart's wall time. ``skip`` ``[N]`` bool (a cascade's examples
+    fooled by earlier stages; needs early stop): those examples are not attacked (they keep
+    ``x`` and count as fooled in the restart accuracies) while every other example gets exactly
+    the starts and draws of a run on the whole set (docs/algorithms.md#strongest)."""
     cfg = engine.make_config(attack, **attack_params)
     steps_per_round = whole_number("steps_per_round", steps_per_round, 1)
     plan = _plan(model, x, y, cfg, steps_per_round, batch_size, seed, strategy, early_stop)
     restarts = whole_number("restarts", restarts, 1)
     key = _fingerprint(plan, steps_per_round)
+    if skip is not None:
+        skip = _skip_mask(plan, skip)
+        key = fingerprint([key, np.packbits(skip).tobytes().hex()], plan.x0, plan.y)
     merged = resumed(state_path, resume, key, restarts, "restarts")
+    if merged is None and skip is not None:
+        merged = Merged(plan.x0.copy(), np.full(plan.n, -np.inf, np.float32), skip, [])
     done = len(merged.restart_accuracies) if merged else 0
     per_restart = plan.runs * plan.n * plan.per_run
     progress = Progress(restarts * per_restart, verbose, done * per_restart,
-                        merged.restart_accuracies[-1] if merged else None)
+                        merged.restart_accuracies[-1] if done else None)
     seconds: List[float] = []
     spent = queries = 0
     for restart in range(done, restarts):

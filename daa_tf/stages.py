@@ -94,6 +94,16 @@ def default_stages(budget: int, classes: int = 10) -> List[Stage]:
     return stages
 
 
+def strongest_stages(budget: int, queries: Optional[int] = None, classes: int = 10
+                     ) -> List[Stage]:
+    """``strongest``'s stages: :func:`default_stages` sharing ``budget`` gradients per image,
+    then, with ``queries``, Square with the whole query budget (docs/algorithms.md#strongest)."""
+    stages = default_stages(budget, classes)
+    if queries is not None:
+        stages.append(Stage("square", {"steps": whole_number("queries", queries, 1)}))
+    return stages
+
+
 # AutoAttack's versions (docs/algorithms.md#autoattack): its attacks in order, with AutoAttack's
 # settings (100 iterations, 9 target classes, 5000 queries; restarts per version).
 _AUTOATTACK: Mapping[str, Tuple[Tuple[str, Mapping[str, Any], int], ...]] = {
@@ -149,6 +159,7 @@ class CascadeSettings:
     jit_compile: Optional[bool] = None
     stages: Optional[Tuple[Stage, ...]] = None
     version: Optional[str] = None
+    queries: Optional[int] = None
 
     @property
     def spec(self) -> CascadeSpec:
@@ -170,13 +181,14 @@ class CascadeSettings:
         elif self.attack == "autoattack":
             stages = autoattack_stages(self.version or "standard")
         else:
-            stages = default_stages(self.budget or DEFAULT_BUDGET, classes)
-        if not checked or self.budget is None:
+            stages = strongest_stages(self.budget or DEFAULT_BUDGET, self.queries, classes)
+        if not checked:
             return stages
-        total = sum(stage.gradients(classes) for stage in stages)
-        if total > self.budget:
-            raise ValueError(f"the stages need {total} gradients per image, more than the "
-                             f"budget {self.budget}")
+        for kind, budget in (("gradients", self.budget), ("queries", self.queries)):
+            total = sum(getattr(stage, kind)(classes) for stage in stages)
+            if budget is not None and total > budget:
+                raise ValueError(f"the stages need {total} {kind} per image, more than the "
+                                 f"budget {budget}")
         return stages
 
     def replace(self, **changes: Any) -> "CascadeSettings":
@@ -190,11 +202,13 @@ def cascade_settings(attack: str = "strongest", *, eps: float,
                      budget: Optional[int] = None, clip_min: float = 0.0,
                      clip_max: float = 1.0, jit_compile: Optional[bool] = None,
                      stages: Optional[Any] = None, targeted: bool = False,
-                     version: Optional[str] = None) -> CascadeSettings:
+                     version: Optional[str] = None, queries: Optional[int] = None
+                     ) -> CascadeSettings:
     """Validates a cascade's settings (see :class:`CascadeSettings`). A cascade is untargeted:
     ``targeted=True`` is refused. ``budget`` None: ``strongest``'s default
     (:data:`~daa_tf.specs.DEFAULT_BUDGET`), no limit for ``autoattack``; ``version`` is
-    AutoAttack's (default ``standard``)."""
+    AutoAttack's (default ``standard``); ``queries`` (``strongest``) the query budget per image
+    (None: no query stage in the default sequence, no limit on given stages)."""
     if attack not in CASCADES:
         raise ValueError(f"unknown cascade {attack!r}: use one of {', '.join(CASCADES)}")
     if targeted:
@@ -203,6 +217,9 @@ def cascade_settings(attack: str = "strongest", *, eps: float,
     check_box(clip_min, clip_max)
     if version is not None and attack != "autoattack":
         raise ValueError(f"version is AutoAttack's setting, not {attack}'s")
+    if queries is not None and attack == "autoattack":
+        raise ValueError("AutoAttack runs Square with its own 5000 queries: queries is "
+                         "strongest's setting")
     if attack == "autoattack":
         autoattack_stages(version or "standard")  # validates the version
     elif budget is None:
@@ -221,7 +238,9 @@ def cascade_settings(attack: str = "strongest", *, eps: float,
                            budget=None if budget is None else whole_number("budget", budget, 1),
                            clip_min=float(clip_min), clip_max=float(clip_max),
                            jit_compile=None if jit_compile is None else bool(jit_compile),
-                           stages=stages, version=version)
+                           stages=stages, version=version,
+                           queries=None if queries is None else whole_number("queries", queries,
+                                                                             1))
 
 
 RunSettings = Union[AttackSettings, CascadeSettings]

@@ -151,6 +151,38 @@ def test_strength_section_reads_budgets_cumulatively():
         strength.check_adversarial("x", ctx.x_all + 0.03, ctx.x_all, 0.02, -1.0, 2.0)
 
 
+def test_strength_section_has_autoattacks_rows(monkeypatch):
+    """apgd_t and fab_t per gradient budget, square per query budget, autoattack once (its stages
+    shortened here): accuracies of real runs, the query rows spending no gradients."""
+    from daa_tf import stages
+
+    monkeypatch.setattr(stages, "_AUTOATTACK", {"standard": (
+        ("apgd", {"loss": "xent", "steps": 4}, 1), ("apgd_t", {"steps": 2}, 1),
+        ("fab_t", {"steps": 2}, 1), ("square", {"steps": 30}, 1))})
+    ctx = _strength_context(["--strength-examples", "20", "--strength-budgets", "18",
+                             "--strength-restart-steps", "18",
+                             "--strength-queries", "30,10", "--strength-contenders",
+                             "apgd_t,fab_t,square,autoattack"])
+    rows = bench.SECTIONS["strength"].run(ctx)
+    assert [(r["contender"], r["budget"]) for r in rows[1:]] == [
+        ("apgd_t", 18), ("fab_t", 18), ("square", "10 queries"), ("square", "30 queries"),
+        ("autoattack", 4 + 9 * 2 + 9 * 2)]
+    acc = {(r["contender"], r["budget"]): r for r in rows}
+    assert acc["apgd_t", 18]["runs"] == "9 targets x 2"
+    assert 0 < acc["apgd_t", 18]["gradients"] <= 18
+    assert acc["square", "30 queries"]["gradients"] == 0
+    assert acc["square", "30 queries"]["accuracy"] <= acc["square", "10 queries"]["accuracy"]
+    assert 0 < acc["square", "30 queries"]["queries"] <= 30
+    auto = rows[-1]
+    assert len(auto["stage_accuracies"]) == 4 and auto["accuracy"] == auto["stage_accuracies"][-1]
+    assert min(r["accuracy"] for r in rows[1:]) < 1.0  # the attacks bite at this eps
+    assert all(r["seconds"] > 0 for r in rows[1:])
+    ctx = _strength_context(["--strength-budgets", "8", "--strength-restart-steps", "8",
+                             "--strength-contenders", "fab_t"])
+    with pytest.raises(ValueError, match="fab_t need budgets of at least 9"):
+        bench.SECTIONS["strength"].run(ctx)
+
+
 def test_strength_arguments():
     args = bench.parse_args(["--sections", "strength"])
     assert args.strength_budgets == [100, 500, 1000] and args.strength_examples == 1000

@@ -88,3 +88,45 @@ def test_the_cascade_refuses_what_it_cannot_do(model, data):
     with pytest.raises(ValueError, match=r"multiple of particles \(4\)"):
         daa_tf.run(model, x0, y, "strongest", eps=EPS, batch_size=6, verbose=0,
                    stages=[daa_tf.Stage("apgd_daa_blob", {"steps": 2, "particles": 4})])
+
+
+def test_strongest_is_never_weaker_than_any_of_its_stages_alone(model, data):
+    """docs/algorithms.md#strongest: each stage of independent examples attacks the whole set
+    with the fooled examples skipped, so every example the stage fools when run alone (same
+    seed, same settings) is fooled by the cascade: per-example correctness <= each stage's."""
+    from daa_tf.cascade import stage_seed
+
+    x0, y = data
+    stages = [daa_tf.Stage("apgd", {"steps": 6, "loss": "xent"}),
+              daa_tf.Stage("apgd_t", {"steps": 3, "targets": 2}),
+              daa_tf.Stage("fab_t", {"steps": 3, "targets": 2}),
+              daa_tf.Stage("square", {"steps": 60})]
+    result = daa_tf.strongest(model, x0, y, eps=EPS, budget=18, queries=60, stages=stages,
+                              seed=3, verbose=0)
+    assert (result.gradients_per_image, result.queries_per_image) == (18, 60)
+    gains = []
+    for i, stage in enumerate(stages):
+        alone = daa_tf.run(model, x0, y, stage.attack, eps=EPS, seed=stage_seed(3, i),
+                           verbose=0, **stage.settings)
+        assert np.all(result.correct <= alone.correct), stage.describe()
+        gains.append(int(np.sum(alone.correct & ~result.correct)))
+    assert sum(gains) > 0  # the cascade beats its stages somewhere: the check can fail
+    with pytest.raises(ValueError, match="60 queries per image, more than the budget 59"):
+        daa_tf.strongest(model, x0, y, eps=EPS, budget=18, queries=59, stages=stages)
+
+
+def test_skipped_examples_keep_the_draws_of_the_whole_set(model, data):
+    """driver.run(skip=...): the examples not skipped end where the run on the whole set puts
+    them; the skipped ones keep their input and count as fooled."""
+    from daa_tf import driver
+
+    x0, y = data
+    skip = np.arange(len(y)) % 3 == 0
+    full = driver.run(model, x0, y, "square", eps=EPS, steps=40, seed=5, verbose=0)
+    part = driver.run(model, x0, y, "square", eps=EPS, steps=40, seed=5, verbose=0, skip=skip)
+    np.testing.assert_array_equal(part.x_adv[~skip], full.x_adv[~skip])
+    np.testing.assert_array_equal(part.x_adv[skip], x0[skip])
+    assert part.restart_accuracies[0] == pytest.approx(np.mean(~skip & full.correct))
+    with pytest.raises(ValueError, match="skip needs early stop"):
+        driver.run(model, x0, y, "pgd", eps=EPS, steps=2, step_size=0.01, verbose=0, skip=skip,
+                   early_stop=False)

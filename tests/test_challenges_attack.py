@@ -138,6 +138,27 @@ def test_the_cascade_runs_on_a_users_model(shared, tmp_path):
     assert_in_ball_and_box(np.load(output), x, 0.3, 0, 1)
 
 
+def test_autoattack_runs_on_a_users_model_with_its_own_settings(shared, tmp_path):
+    """``--attack=autoattack`` through the generic runner: no budget, the standard version, one
+    restart, four stages, in the summary (the natural model: APGD-CE fools every image)."""
+    output = tmp_path / "adv.npy"
+    done = run_attack({"model": f"madry_mnist:{shared / 'models/mnist/natural'}",
+                       "data": shared / "data/mnist", "attack": "autoattack",
+                       "num_examples": 20, "verbose": 0, "output": output})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(Path(f"{output}.json").read_text())
+    settings = summary["settings"]
+    assert (settings["budget"], settings["version"], settings["restarts"]) == (None, "standard", 1)
+    assert "version standard" in done.stderr
+    assert summary["gradients_per_image"] == 100 + 900 + 900  # APGD-CE, APGD-T, FAB-T
+    assert summary["queries_per_image"] == 5000 and len(summary["restart_accuracies"]) == 4
+    assert summary["adversarial_accuracy"] == summary["restart_accuracies"][-1] < 0.5
+    from daa_tf.data import load_mnist
+
+    x, _ = load_mnist(data_dir=shared / "data/mnist", num_examples=20)
+    assert_in_ball_and_box(np.load(output), x, 0.3, 0, 1)
+
+
 def test_tfds_data_when_prepared_locally(shared, tmp_path):
     data_dir = Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets"))
     if not (data_dir / "mnist").is_dir():

@@ -251,15 +251,15 @@ def test_cli_rejects_bad_settings(tmp_path):
 # ------------------------------------------------- a tiny synthetic model (runs everywhere)
 
 
-def _tiny():
+def _tiny(classes=3):
     import keras
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0.0, 1.0, size=(40, 16)).astype(np.float32)
-    w = rng.normal(size=(16, 3)).astype(np.float32)
+    w = rng.normal(size=(16, classes)).astype(np.float32)
     y = np.argmax(x @ w, axis=1)
-    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(3)])
-    model.layers[0].set_weights([w, np.zeros(3, np.float32)])
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(classes)])
+    model.layers[0].set_weights([w, np.zeros(classes, np.float32)])
     return model, x, y
 
 
@@ -333,6 +333,34 @@ def test_the_stronger_attacks_and_the_cascade_are_rows(tmp_path):
     report.make_report(model, x, y, cfg, str(tmp_path), resume=True, verbose=0,
                        log=logs.append)
     assert not any(": running" in line for line in logs)
+
+
+def test_autoattack_is_a_row_with_its_own_settings(tmp_path, monkeypatch):
+    """``autoattack`` as a row: its version's stages (shortened here), no budget, one run with one
+    restart whatever the report's restarts, filling every column, no weaker than PGD."""
+    from daa_tf import stages
+
+    short = {"standard": (("apgd", {"loss": "xent", "steps": 5}, 1), ("apgd_t", {"steps": 5}, 1),
+                          ("fab_t", {"steps": 5}, 1), ("square", {"steps": 40}, 1)),
+             "plus": (("apgd", {"loss": "dlr", "steps": 5}, 2),)}
+    monkeypatch.setattr(stages, "_AUTOATTACK", short)
+    model, x, y = _tiny(classes=10)
+    cfg = _tiny_config(attacks=("pgd", "autoattack"), restarts=2, eps_grid=(),
+                       autoattack_version="plus")
+    assert cfg.attack_settings("autoattack", "cw").budget is None
+    assert cfg.attack_settings("autoattack", "cw").version == "plus"
+    assert (cfg.run_restarts("autoattack"), cfg.run_restarts("pgd")) == (1, 2)
+    results = report.make_report(model, x, y, _tiny_config(attacks=("pgd", "autoattack"),
+                                                           restarts=2, eps_grid=()),
+                                 str(tmp_path), verbose=0, log=lambda _: None)
+    entry = results["attacks"]["autoattack/xent"]
+    assert entry == results["attacks"]["autoattack/cw"] and entry["restarts"] == 1
+    assert entry["params"]["budget"] is None and entry["params"]["version"] == "standard"
+    accuracies = entry["restart_accuracies"]
+    assert len(accuracies) == 4 and accuracies == sorted(accuracies, reverse=True)
+    assert entry["accuracy"] <= results["attacks"]["pgd/xent"]["accuracy"]
+    with pytest.raises(report.ReportError, match="autoattack_version"):
+        _tiny_config(autoattack_version="rand")
 
 
 def test_synthetic_report_without_matplotlib(tmp_path, monkeypatch):

@@ -72,13 +72,14 @@ def test_mnist_daa_blob_writes_a_valid_file_the_evaluator_agrees_with(mnist_run,
 
 
 def test_mnist_strongest_writes_a_valid_file_the_evaluator_agrees_with(shared, tmp_path):
-    """``--attack=strongest``: the cascade through the same runner, ``--steps`` its budget."""
+    """``--attack=strongest``: the cascade through the same runner, ``--steps`` its budget in
+    gradients, ``--queries`` its Square stage's."""
     from daa_tf.data import load_mnist
 
     output = tmp_path / "strongest.npy"
     done = run_module("challenges.mnist", {
         "attack": "strongest", "steps": 100, "restarts": 1, "num_examples": 100, "verbose": 0,
-        "loss": "cw", "output": output, **mnist_fixtures(shared)})
+        "loss": "cw", "queries": 50, "output": output, **mnist_fixtures(shared)})
     assert done.returncode == 0, done.stderr
     x_nat, _ = load_mnist(data_dir=shared / "data/mnist", num_examples=100)
     size = submission.check(np.load(output), x_nat, registry.CHALLENGES["mnist"].format)
@@ -86,10 +87,45 @@ def test_mnist_strongest_writes_a_valid_file_the_evaluator_agrees_with(shared, t
     log = done.stderr
     for expected in ("strongest cascade", "budget 100 gradients per image", "stage 1: accuracy",
                      "stage 2: accuracy", "gradients per image: budget 100",
-                     "--loss is set by the cascade's stages: ignored"):
+                     "--loss is set by the cascade's stages: ignored",
+                     "budget 100 gradients per image, 50 queries per image",
+                     "after Square\n", "queries per image: budget 50"):
         assert expected in log, expected
-    assert "stage 3:" not in log  # a budget of 100: two stages of the minimum 50 gradients
+    assert "stage 3: accuracy" in log and "stage 4:" not in log  # 2 x 50 gradients, Square
     assert_evaluator_agrees("mnist", output, mnist_fixtures(shared), log, tmp_path)
+
+
+def test_mnist_autoattack_plus_logs_every_stage_without_a_budget(shared, tmp_path):
+    """``--attack=autoattack --autoattack_version=plus``: AutoAttack's own settings (no gradient
+    budget, one restart unless given; ``--steps`` ignored with a warning), the robust accuracy
+    logged after each of its six attacks, a valid file. On the natural model APGD-CE fools every
+    image, so the later stages find nothing left to attack."""
+    fixtures = {**mnist_fixtures(shared), "model_dir": shared / "models/mnist/natural"}
+    output = tmp_path / "autoattack.npy"
+    done = run_module("challenges.mnist", {
+        "attack": "autoattack", "autoattack_version": "plus", "steps": 50, "num_examples": 20,
+        "verbose": 0, "output": output, **fixtures})
+    assert done.returncode == 0, done.stderr
+    log = done.stderr
+    labels = ("APGD-xent x 5", "APGD-DLR x 5", "FAB x 5", "Square", "APGD-T", "FAB-T")
+    for i, label in enumerate(labels):
+        assert re.search(rf"stage {i + 1}: accuracy [0-9.]+% \([0-9.]+ s\) after {label}\n",
+                         log), label
+    assert "stage 7:" not in log  # one restart: the challenge's 50 do not apply
+    for expected in ("autoattack cascade, eps 0.3, no gradient budget, version plus",
+                     "--steps is set by the cascade's stages: ignored by --attack=autoattack",
+                     "gradients per image: budget 3300", "queries per image: budget 5000"):
+        assert expected in log, expected
+    x_nat, _ = load_mnist_images(shared, 20)
+    size = submission.check(np.load(output), x_nat, registry.CHALLENGES["mnist"].format)
+    assert 0 < size.linf <= 0.3 + 1e-6
+    assert_evaluator_agrees("mnist", output, fixtures, log, tmp_path)
+
+
+def load_mnist_images(shared: Path, count: int):
+    from daa_tf.data import load_mnist
+
+    return load_mnist(data_dir=shared / "data/mnist", num_examples=count)
 
 
 def test_a_targeted_challenge_refuses_the_cascade():

@@ -27,3 +27,22 @@ def test_cascade_settings_refuse_what_the_cascade_cannot_do():
         catalogue.cascade_settings(eps=EPS, stages=[("pgd", {"steps": 3})])
     with pytest.raises(ValueError, match="cascade of attacks"):
         catalogue.get_spec("strongest")
+
+
+def test_strongest_stages_add_square_with_the_whole_query_budget():
+    from daa_tf.stages import strongest_stages
+
+    gradient_only = catalogue.default_stages(100)
+    stages = strongest_stages(100, 500)
+    assert stages[:-1] == gradient_only and stages[-1] == catalogue.Stage("square", {"steps": 500})
+    assert strongest_stages(100) == gradient_only
+    settings = catalogue.cascade_settings(eps=0.3, budget=100, queries=500)
+    assert settings.stages_for(10) == stages
+    assert sum(s.queries(10) for s in stages) == 500 and sum(s.gradients(10) for s in stages) == 100
+    given = catalogue.cascade_settings(eps=0.3, budget=100, queries=499, stages=stages)
+    with pytest.raises(ValueError, match="500 queries per image, more than the budget 499"):
+        given.stages_for(10)
+    with pytest.raises(ValueError, match="queries is strongest's setting"):
+        catalogue.cascade_settings("autoattack", eps=0.3, queries=10)
+    with pytest.raises(ValueError, match="queries"):
+        catalogue.cascade_settings(eps=0.3, queries=0)

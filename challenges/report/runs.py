@@ -42,7 +42,8 @@ def _settings_record(settings: catalogue.RunSettings) -> Dict[str, Any]:
 
 def _fingerprint(data_fp: str, settings: catalogue.RunSettings, cfg: ReportConfig) -> str:
     rounds = cfg.steps_per_round if settings.interacting else None  # only DAA has rounds
-    blob = json.dumps([FORMAT_VERSION, data_fp, _settings_record(settings), cfg.restarts,
+    restarts = cfg.run_restarts(settings.attack)
+    blob = json.dumps([FORMAT_VERSION, data_fp, _settings_record(settings), restarts,
                        rounds, cfg.seed], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -150,7 +151,8 @@ def run_attack(session: Session, attack: str, loss: str, eps: Optional[float] = 
     state_path = os.path.join(session.out, STATE_DIR, os.path.basename(path))
     session.log(f"[report] {what}: running")
     started = time.perf_counter()
-    result = daa_tf.run(session.model, session.x, session.y, settings, restarts=cfg.restarts,
+    result = daa_tf.run(session.model, session.x, session.y, settings,
+                        restarts=cfg.run_restarts(attack),
                         steps_per_round=cfg.steps_per_round, batch_size=cfg.batch_size,
                         seed=cfg.seed, verbose=session.verbose, state_path=state_path,
                         resume=session.resume, **session.run_kwargs)
@@ -168,7 +170,7 @@ def run_attack(session: Session, attack: str, loss: str, eps: Optional[float] = 
     seconds = (sum(timed) * runs / len(timed)) if timed else wall
     meta = {
         "key": key, "attack": attack, "loss": loss, "eps": settings.eps,
-        "params": _settings_record(settings), "restarts": cfg.restarts,
+        "params": _settings_record(settings), "restarts": cfg.run_restarts(attack),
         "steps_per_round": cfg.steps_per_round, "seed": cfg.seed, "fingerprint": fp,
         "accuracy": float(np.mean(correct)), "num_correct": int(np.sum(correct)),
         "num_examples": int(len(correct)),

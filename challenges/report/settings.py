@@ -24,7 +24,8 @@ class ReportConfig:
     ``eps``, ``step_size``, ``fgsm_step_size`` are in pixel units of ``[clip_min, clip_max]``.
     ``attacks``: rows, names of :data:`daa_tf.catalogue.RUNNABLE`; ``losses``: columns (a
     cascade, whose stages choose their losses, runs once, under the first loss, and fills every
-    column; ``steps`` is its budget per image and restart).
+    column; ``steps`` is its budget per image and restart; ``autoattack`` runs its own settings,
+    the version ``autoattack_version``, with no budget).
     ``fgsm_step_size`` (the one-step attacks' step) defaults to ``eps``; on the eps grid it scales
     with eps. ``c`` overrides the DAA constants: ``{"daa_blob": {"xent": 1.1}, ...}`` (missing
     entries take the catalogue's defaults). ``eps_grid``: the eps values of the accuracy curve,
@@ -52,6 +53,7 @@ class ReportConfig:
     examples_daa: str = "daa_blob"
     examples_loss: str = "xent"
     jit_compile: Optional[bool] = None
+    autoattack_version: str = "standard"
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.attacks if a not in catalogue.RUNNABLE]
@@ -72,6 +74,9 @@ class ReportConfig:
             if (attack not in catalogue.DAA_ATTACKS
                     or any(l not in catalogue.LOSSES for l in per_loss)):
                 raise ReportError(f"c overrides take DAA attacks and losses, got {self.c}")
+        if self.autoattack_version not in catalogue.AUTOATTACK_VERSIONS:
+            raise ReportError(f"autoattack_version must be one of "
+                              f"{catalogue.AUTOATTACK_VERSIONS}, got {self.autoattack_version!r}")
         problem = next(filter(None, (catalogue.batch_size_error(a, self.batch_size,
                                                                 self.particles)
                                      for a in self.attacks)), None)
@@ -83,10 +88,19 @@ class ReportConfig:
         first (its one run fills every column)."""
         return self.losses[0] if catalogue.is_cascade(attack) else loss
 
+    def run_restarts(self, attack: str) -> int:
+        """The restarts of row ``attack``: ``restarts``, but 1 for ``autoattack`` (its attacks'
+        restarts are its own settings)."""
+        return 1 if attack == "autoattack" else self.restarts
+
     def attack_settings(self, attack: str, loss: str, eps: Optional[float] = None
                         ) -> catalogue.RunSettings:
         """The validated settings of row ``attack`` with ``loss`` at ``eps`` (default ``eps``)."""
         eps = self.eps if eps is None else float(eps)
+        if attack == "autoattack":  # its own settings, no gradient budget
+            return catalogue.cascade_settings(
+                attack, eps=eps, version=self.autoattack_version, clip_min=self.clip_min,
+                clip_max=self.clip_max, jit_compile=self.jit_compile)
         if catalogue.is_cascade(attack):
             return catalogue.cascade_settings(
                 attack, eps=eps, budget=self.steps, clip_min=self.clip_min,
