@@ -43,14 +43,25 @@ def default_batch_size(multiple: Optional[int], n: int) -> int:
 
 
 # Calls on fewer rows than a batch (the last batch, the examples early stop leaves) are padded to
-# the next multiple of batch / BUCKETS rows: at most BUCKETS shapes per compiled function (no
-# retracing, or XLA recompiling, per subset size) and at most batch / BUCKETS rows of waste.
+# the next multiple of batch / buckets rows: at most that many shapes per compiled function (no
+# retracing, or XLA recompiling, per subset size) and at most batch / buckets rows of waste.
+# XLA compiles each shape anew (seconds to minutes): BUCKETS. A plain graph only retraces, in
+# about a second (docs/performance.md#padding), while the padded rows cost as much as real ones
+# (a cascade's later stages run on 90% of a batch): GRAPH_BUCKETS, a waste of at most 1/32.
 BUCKETS = 8
+GRAPH_BUCKETS = 32
 
 
-def bucket(n: int, batch: int) -> int:
-    """The rows a call on ``n <= batch`` rows is padded to (see :data:`BUCKETS`)."""
-    step = max(1, -(-batch // BUCKETS))
+def buckets_for(jit_compile: bool) -> int:
+    """How many shapes a compiled loop's short calls are padded to: :data:`BUCKETS` under XLA,
+    :data:`GRAPH_BUCKETS` for a plain graph."""
+    return BUCKETS if jit_compile else GRAPH_BUCKETS
+
+
+def bucket(n: int, batch: int, buckets: int = BUCKETS) -> int:
+    """The rows a call on ``n <= batch`` rows is padded to: the next multiple of ``batch /
+    buckets`` (at most ``batch``)."""
+    step = max(1, -(-batch // buckets))
     return max(n, min(batch, -(-n // step) * step))
 
 

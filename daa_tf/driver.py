@@ -29,7 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from daa_tf import distribute, engine, iterates, loop, validation
-from daa_tf.batching import batches, bucket, default_batch_size, multiple_error, padded
+from daa_tf.batching import (batches, bucket, buckets_for, default_batch_size, multiple_error,
+                             padded)
 from daa_tf.predict import evaluate
 from daa_tf.results import Merged, RunResult, fingerprint, resumed
 from daa_tf.settings import AttackSettings, whole_number
@@ -52,10 +53,11 @@ def _loop_outputs(model: loop.Model, cfg: engine.AttackConfig, strategy: Any,
     best-iterate state ``(x_best, objective, fooled)``, then with ``cfg.counts_queries`` the
     queries per example, as NumPy (:func:`daa_tf.engine.outputs`). ``keys``: the rows' keys
     (a random schedule's). On one device, a short batch of independent examples is padded to
-    its :func:`~daa_tf.batching.bucket` (DAA's groups are never padded)."""
+    its :func:`~daa_tf.batching.bucket`, finer for a plain graph than under XLA (DAA's groups are
+    never padded)."""
     if strategy is None:
         n = len(x0)
-        size = n if cfg.interacting else bucket(n, batch_size)
+        size = n if cfg.interacting else bucket(n, batch_size, buckets_for(cfg.jit_compile))
         arrays = padded([x0, labels, x_start] + ([] if keys is None else [keys]), size)
         out = engine.run_loop(model, cfg, *(tf.constant(a) for a in arrays[:3]), steps=steps,
                               keys=None if keys is None else tf.constant(arrays[3]))

@@ -137,6 +137,11 @@ RESUME_CASES = {
                 dict(attack=catalogue.cascade_settings(eps=0.04, budget=7, stages=CASCADE_STAGES),
                      restarts=2, seed=5, verbose=0),
                 _interrupt_cascade, 1),
+    # strongest's default sequence (APGD-CE, APGD-T), each stage sized as it starts, twice
+    "reinvested": ("dense", "cascade_data",
+                   dict(attack=catalogue.cascade_settings(eps=0.04, budget=100), restarts=2,
+                        seed=5, verbose=0),
+                   _interrupt_cascade, 1),
 }
 
 
@@ -253,7 +258,8 @@ def test_early_stop_does_not_retrace_per_subset():
     kw = dict(eps=0.1, step_size=0.02, steps=3)
     result = daa_tf.run(model, x0, y, "pgd", restarts=8, seed=1, verbose=0, batch_size=64, **kw)
     sizes = {64} | {round(64 * a) for a in result.restart_accuracies[:-1]}
-    buckets = {batching.bucket(n, 64) for n in sizes}
+    per_batch = batching.buckets_for(engine.make_config("pgd", **kw).jit_compile)
+    buckets = {batching.bucket(n, 64, per_batch) for n in sizes}
     assert len(sizes) > len(buckets)  # the case padding is for
     fn = engine.compiled(model, engine.make_config("pgd", **kw))
     assert fn.experimental_get_tracing_count() == len(buckets)
