@@ -28,13 +28,12 @@ gradients per image, so budget ``B`` is ``B / R`` restarts):
   ``resume=True``; restart ``r`` depends only on ``(seed, r)``, so the extended run equals an
   uninterrupted one); the merged set's accuracy (``RunResult.accuracy``) is read after each call.
 - ``multitargeted`` (9 target classes, margin loss, APGD schedule), ``strongest``
-  (``daa_tf.strongest``, its default sequence for the budget), ``art_apgd_ce`` / ``art_apgd_dlr``
-  (ART's ``AutoProjectedGradientDescent``: ``nb_random_init = B / R``, ``max_iter = R``,
-  ``eps_step = 2 eps``; optional extra, ``pip install adversarial-robustness-toolbox``; its
-  gradients are counted by wrapping its estimator's ``loss_gradient``): one run per budget;
+  (``daa_tf.strongest``, its default sequence for the budget): one run per budget;
   MultiTargeted takes ``B // 9`` steps per target.
 - ``apgd_t``, ``fab_t``, ``square`` (at ``--strength-queries`` queries per image, not gradients)
   and ``autoattack`` (one run, AutoAttack's own settings): :mod:`benchmarks.strength_autoattack`.
+- ART's ``art_apgd_ce``, ``art_apgd_dlr``, ``art_square`` and ``art_autoattack`` (an optional
+  peer, ``pip install adversarial-robustness-toolbox``): :mod:`benchmarks.strength_art`.
 
 Times include each configuration's tracing (its first call), as a user pays it. For
 ``strongest`` the row also says after which stage its accuracy first reaches the ``daa_blob``
@@ -53,15 +52,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from benchmarks import strength_autoattack
-from benchmarks.common import (Context, Row, art_classifier, contender_list, import_art,
-                               section)
+from benchmarks import strength_art, strength_autoattack
+from benchmarks.common import Context, Row, contender_list, section
 
 RESTART_READ = ("pgd", "daa_blob", "apgd_ce", "apgd_dlr", "apgd_daa_blob", "odi_pgd",
                 "odi_apgd")
-ART_CONTENDERS = {"art_apgd_ce": "cross_entropy", "art_apgd_dlr": "difference_logits_ratio"}
 CONTENDERS = (RESTART_READ + ("multitargeted", "strongest") + strength_autoattack.CONTENDERS
-              + tuple(ART_CONTENDERS))
+              + strength_art.CONTENDERS)
 TOLERANCE = 1e-5  # slack of the output check (float32 rounding near the box's top)
 
 
@@ -240,51 +237,6 @@ def _strongest_rows(ctx: Context, x: np.ndarray, y: np.ndarray) -> List[Row]:
     return rows
 
 
-def _art_attack(ctx: Context, x: np.ndarray, loss_type: str, restarts: int
-                ) -> Optional[Tuple[Any, List[int]]]:
-    """ART's APGD on a ``TensorFlowV2Classifier`` of the context's model, and the counter of the
-    gradient rows it computes; None when ``art`` is not importable."""
-    apgd_class = import_art("art.attacks.evasion.AutoProjectedGradientDescent")
-    if apgd_class is None:
-        return None
-    s = ctx.settings
-    classifier = art_classifier(ctx.model, 10, x.shape[1:], (s["clip_min"], s["clip_max"]))
-    attack = apgd_class(
-        classifier, norm=np.inf, eps=s["eps"], eps_step=2 * s["eps"],
-        max_iter=ctx.args.strength_restart_steps, targeted=False, nb_random_init=restarts,
-        batch_size=min(1000, len(x)), loss_type=loss_type, verbose=False)
-    counted = [0]
-    estimator = attack.estimator  # ART's own copy carrying the loss_type's loss
-    gradient = estimator.loss_gradient
-
-    def counting(xb: Any, yb: Any, **kwargs: Any) -> Any:
-        counted[0] += len(xb)
-        return gradient(xb, yb, **kwargs)
-    estimator.loss_gradient = counting
-    return attack, counted
-
-
-def _art_rows(ctx: Context, name: str, x: np.ndarray, y: np.ndarray) -> Optional[List[Row]]:
-    """One ART run per budget (ART has no cumulative report); None without ``art``."""
-    rows = []
-    per_restart = ctx.args.strength_restart_steps
-    for budget in ctx.args.strength_budgets:
-        made = _art_attack(ctx, x, ART_CONTENDERS[name], budget // per_restart)
-        if made is None:
-            return None
-        attack, counted = made
-        np.random.seed(ctx.args.strength_seed)  # ART draws its random starts from NumPy's
-        started = time.perf_counter()
-        x_adv = attack.generate(x, y)
-        seconds = time.perf_counter() - started
-        x_adv = check_adversarial(name, x_adv, x, **_box(ctx))
-        rows.append(dict(contender=name, attack="art AutoProjectedGradientDescent",
-                         budget=budget, runs=f"{budget // per_restart} x {per_restart}",
-                         accuracy=_accuracy(ctx, x_adv.astype(np.float32), y),
-                         gradients=counted[0] / len(x), seconds=seconds, read="own run"))
-    return rows
-
-
 def _add_reach(rows: List[Row]) -> None:
     """On each ``strongest`` row with a ``daa_blob`` row of the same budget: the first stage
     whose accuracy is at most DAA-BLOB's, the seconds up to it and their ratio to DAA-BLOB's."""
@@ -328,7 +280,10 @@ def _runner(ctx: Context, name: str) -> Callable[[np.ndarray, np.ndarray], Optio
         return lambda x, y: strength_autoattack.rows(
             name, ctx.model, x, y, _box(ctx), ctx.args.strength_budgets,
             ctx.args.strength_queries, ctx.args.strength_seed, ctx.jit, check_adversarial)
-    return lambda x, y: _art_rows(ctx, name, x, y)
+    return lambda x, y: strength_art.rows(
+        name, ctx.model, x, y, _box(ctx), ctx.args.strength_budgets, ctx.args.strength_queries,
+        ctx.args.strength_seed, ctx.args.strength_restart_steps, check_adversarial,
+        lambda x_adv, labels: _accuracy(ctx, x_adv, labels))
 
 
 @section("strength", "model accuracy against gradients per image (same model, images, eps; "

@@ -106,6 +106,36 @@ def _strength_context(argv):
                    settings=settings, jit=False)
 
 
+def test_art_square_rows_count_queries_and_pass_the_checks():
+    """ART's SquareAttack as a peer row (benchmarks/strength_art.py), when ART is installed: one
+    row per query budget, its queries counted from the estimator's predictions, its output
+    checked and scored like ours."""
+    pytest.importorskip("art")
+    from benchmarks import strength, strength_art
+
+    ctx = _strength_context(["--strength-examples", "20"])
+    box = dict(eps=0.02, clip_min=0.0, clip_max=1.0)
+    checked = []
+
+    def check(name, x_adv, x, **kw):
+        checked.append(name)
+        return strength.check_adversarial(name, x_adv, x, **kw)
+
+    rows = strength_art.rows("art_square", ctx.model, ctx.x, ctx.y, box, [20], [10, 30], 0, 10,
+                             check, lambda x_adv, y: strength._accuracy(ctx, x_adv, y))
+    assert [r["budget"] for r in rows] == ["10 queries", "30 queries"] and checked == [
+        "art_square"] * 2
+    for row, queries in zip(rows, (10, 30)):
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["gradients"] == 0.0
+        # ART predicts a few times per iteration (candidates, margins, success), so its count
+        # is of the order of the budget, not equal to it
+        assert 1.0 <= row["queries"] <= 4 * queries + 4
+    assert rows[1]["queries"] > rows[0]["queries"]
+    with pytest.raises(ValueError, match="unknown contender"):
+        strength_art.rows("art_fab", ctx.model, ctx.x, ctx.y, box, [20], [10], 0, 10, check,
+                          lambda x_adv, y: 1.0)
+
+
 def test_strength_section_reads_budgets_cumulatively():
     import importlib.util
 
