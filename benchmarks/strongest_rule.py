@@ -4,10 +4,12 @@
 
 One process, the first ``--examples`` test images of the model's set (the shared fixtures:
 ``DAA_TF_SHARED`` or ``../shared``). Runs ``daa_tf.strongest(budget=B, queries=Q)``, then every
-one of its stages alone with the seed it has in the cascade, and checks per example that the
-cascade fools every image a stage alone fools (the rule's guarantee; a violation raises). Then,
+one of its stages alone, as it ran (sized when it started), with the seed it has in the
+cascade, and checks per example that the cascade fools every image a stage alone fools (the
+rule's guarantee; a violation raises). Then,
 for comparison at the same budget of each kind, single attacks given the whole budget: APGD-CE
-with ``B`` steps, APGD-T and FAB-T with 9 targets of ``B // 9`` steps, Square with ``Q`` queries.
+and APGD with DAA-BLOB's direction (CW loss) with ``B`` steps, APGD-T, FAB-T and MultiTargeted
+with 9 targets of ``B // 9`` steps, Square with ``Q`` queries.
 Prints one line per run: accuracy (fraction of the images still classified correctly) and wall
 seconds (tracing included).
 """
@@ -60,19 +62,19 @@ def measure(name: str, examples: int, budget: int, queries: int, seed: int) -> I
     import daa_tf
     from daa_tf import catalogue
     from daa_tf.cascade import stage_seed
-    from daa_tf.stages import strongest_stages
 
     model, x, y, box = load(name, examples)
-    classes = int(model(x[:1]).shape[-1])
     yield (f"{name}: {len(x)} images, eps {box['eps']:g}, budget {budget} gradients and "
            f"{queries} queries per image, seed {seed}")
     pred, _, _ = daa_tf.evaluate(model, x, y)
     yield f"  clean: {np.mean(pred == y):.3f}"
+    ran = []  # the stages as they ran: each sized when it started
     cascade, seconds = _timed(lambda: daa_tf.strongest(
-        model, x, y, budget=budget, queries=queries, seed=seed, verbose=0, **box))
+        model, x, y, budget=budget, queries=queries, seed=seed, verbose=0,
+        on_stage=lambda index, stage, *_: ran.append(stage), **box))
     yield (f"  strongest: {cascade.accuracy:.3f} ({seconds:.1f} s; after each stage "
            + ", ".join(f"{a:.3f}" for a in cascade.restart_accuracies) + ")")
-    for i, stage in enumerate(strongest_stages(budget, queries, classes)):
+    for i, stage in enumerate(ran):
         alone, seconds = _timed(lambda: daa_tf.run(model, x, y, stage.attack, verbose=0,
                                                    seed=stage_seed(seed, i),
                                                    **stage.settings, **box))
@@ -85,6 +87,8 @@ def measure(name: str, examples: int, budget: int, queries: int, seed: int) -> I
     whole = [("apgd", dict(loss="xent", steps=budget)),
              ("apgd_t", dict(steps=budget // 9, targets=9)),
              ("fab_t", dict(steps=budget // 9, targets=9)),
+             ("multitargeted", dict(steps=budget // 9, targets=9)),
+             ("apgd_daa_blob", dict(loss="cw", steps=budget)),
              ("square", dict(steps=queries))]
     for attack, settings in whole:
         alone, seconds = _timed(lambda: daa_tf.run(model, x, y, attack, verbose=0, seed=seed,

@@ -20,7 +20,7 @@ from daa_tf.results import Merged, RunResult, fingerprint, resumed
 from daa_tf.settings import whole_number
 from daa_tf.specs import ATTACKS, DEFAULT_BATCH, DEFAULT_SEED
 from daa_tf.specs import DEFAULT_STEPS_PER_ROUND
-from daa_tf.stages import CascadeSettings, Stage
+from daa_tf.stages import CascadeSettings, Stage, reinvested
 
 OnStage = Callable[[int, Stage, float, float], None]
 
@@ -40,7 +40,22 @@ def _fingerprint(settings: CascadeSettings, stages: Sequence[Stage], x0: np.ndar
     described = [[s.attack, sorted((k, repr(v)) for k, v in s.settings.items()), s.restarts]
                  for s in stages]
     return fingerprint([settings.attack, settings.eps, settings.clip_min, settings.clip_max,
-                        described, seed], x0, y)
+                        described, seed, settings.reinvests], x0, y)
+
+
+def _sized(settings: CascadeSettings, stages: Sequence[Stage], index: int, clean: float,
+           accuracies: Sequence[float], n: int, classes: int) -> Stage:
+    """Stage ``index`` (counted over the restarts) as it runs: for the default sequence, sized
+    from the images still correct when it and the earlier stages of its pass started
+    (:func:`daa_tf.stages.reinvested`; recomputed from the saved accuracies, so a resumed run
+    sizes it alike), else as given."""
+    stage = stages[index % len(stages)]
+    if not settings.reinvests:
+        return stage
+    before = [clean, *accuracies]  # accuracy before each stage so far, then before this one
+    first = index - index % len(stages)
+    starts = [int(round(before[j] * n)) for j in range(first, index + 1)]
+    return reinvested(stages, settings.budget, starts, classes)[-1]
 
 
 def _initial_state(model: loop.Model, x0: np.ndarray, y: np.ndarray, batch_size: int,
@@ -128,7 +143,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
     seconds)`` is called after every stage (``index`` counted over the restarts) with the
     running accuracy; ``on_stage(index, stage, accuracy, seconds)`` likewise, with the stage.
     The result's ``restart_accuracies`` / ``restart_seconds`` hold one entry per stage,
-    ``gradients_per_image`` is ``restarts x`` the stages' budgets, ``gradients_mean`` the
+    ``gradients_per_image`` is ``restarts x`` the stages' budgets (the default sequence:
+    ``restarts x budget``, its stages sized as they start), ``gradients_mean`` the
     gradients spent per image in this call; ``queries_per_image`` / ``queries_mean`` likewise
     for the query stages (Square). ``checks_made``: which of :data:`CHECKS` a cascade with
     checks (AutoAttack's) makes.
@@ -155,7 +171,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
     spent = queried = 0.0
     for index in range(done, restarts * len(stages)):
         started = time.perf_counter()
-        stage = stages[index % len(stages)]
+        stage = _sized(settings, stages, index, clean, merged.restart_accuracies, len(x0),
+                       classes)
         spent_here, queried_here = _stage(model, merged, x0, y, settings, stage,
                                           stage_seed(seed, index), batch, batch_size, run_kwargs)
         spent += spent_here
@@ -174,7 +191,8 @@ def run(model: loop.Model, x: Any, y: Any, settings: CascadeSettings, restarts: 
         check_figures(clean, labels, merged.restart_accuracies)
     return RunResult(x_adv=merged.x, accuracy=float(np.mean(correct)), correct=correct,
                      restart_accuracies=list(merged.restart_accuracies), restart_seconds=seconds,
-                     gradients_per_image=restarts * sum(s.gradients(classes) for s in stages),
+                     gradients_per_image=restarts * (settings.budget if settings.reinvests else
+                                                     sum(s.gradients(classes) for s in stages)),
                      gradients_mean=spent / len(x0),
                      queries_per_image=restarts * sum(s.queries(classes) for s in stages),
                      queries_mean=queried / len(x0), clean_accuracy=clean, stage_labels=labels)

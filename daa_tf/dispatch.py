@@ -104,12 +104,16 @@ def strongest(model: loop.Model, x: Any, y: Any = None, *, eps: float,
               on_stage: Optional[OnStage] = None,
               **run_kwargs: Any) -> Union[RunResult, StreamResult]:
     """The cascade on the whole set ``x`` ``[N, ...]`` (pixel units in ``[clip_min,
-    clip_max]``), labels ``y`` ``[N]``, L-inf radius ``eps`` (pixel units), at most ``budget``
-    gradients per image (and restart; the stages' budgets summed) and at most ``queries``
-    forward passes per image for the query stages (None: no query stage). ``stages`` default
-    :func:`daa_tf.stages.strongest_stages`: the gradient sequence sharing ``budget``, then
-    Square with all ``queries`` (docs/algorithms.md#strongest: never weaker, per example, than
-    any of its stages run alone with its budget). ``on_stage(index, stage, accuracy, seconds)`` is
+    clip_max]``), labels ``y`` ``[N]``, L-inf radius ``eps`` (pixel units), ``budget``
+    gradients per image (and restart) and at most ``queries`` forward passes per image for the
+    query stages (None: no query stage). ``stages`` default
+    :func:`daa_tf.stages.strongest_stages`: the gradient sequence, each stage sized when it
+    starts so that the pass spends at most ``budget`` gradients per image it attacks on
+    average, and none more than ``budget`` on one image in one stage (what the images fooled
+    early leave goes to the rest: docs/algorithms.md#reinvested-budget), then Square with all
+    ``queries`` (docs/algorithms.md#strongest: never weaker, per example, than any of its
+    stages run alone as it ran). Given ``stages`` keep their sizes, their budgets summed at
+    most ``budget``. ``on_stage(index, stage, accuracy, seconds)`` is
     called after each stage with the running accuracy; ``run_kwargs`` (``state_path``,
     ``resume``, ``strategy``, ``on_restart``) go to :func:`daa_tf.cascade.run`, which
     documents the result.

@@ -1,12 +1,13 @@
 """A cascade's stages and validated settings (docs/algorithms.md#strongest): :class:`Stage`, the
-default sequence and :class:`CascadeSettings`. No TensorFlow; the cascade itself runs in
+default sequence and its reinvested sizes (docs/algorithms.md#reinvested-budget) and
+:class:`CascadeSettings`. No TensorFlow; the cascade itself runs in
 :mod:`daa_tf.cascade`.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, List, Mapping, Optional, Tuple, Union
+from typing import Any, ClassVar, List, Mapping, Optional, Sequence, Tuple, Union
 
 from daa_tf.settings import AttackSettings, attack_settings, check_box, positive, whole_number
 from daa_tf.specs import (ATTACKS, AUTOATTACK_VERSIONS, CASCADES, DEFAULT_BUDGET,
@@ -55,43 +56,89 @@ class Stage:
         return f"{self.attack} ({shown})" + (f" x {self.restarts}" if self.restarts > 1 else "")
 
 
-# The default sequence (docs/algorithms.md#strongest): APGD with varied losses, DAA directions
-# and ODI starts, each stage an equal share of the budget.
+# The default sequence (docs/algorithms.md#strongest): APGD-CE, then the targeted attacks
+# (APGD-T, FAB-T) and DAA's directions, APGD with varied losses and ODI starts. Each stage's share
+# of the budget is set when it starts (:func:`reinvested`).
 DEFAULT_SEQUENCE: Tuple[Tuple[str, Mapping[str, Any]], ...] = (
     ("apgd", {"loss": "xent"}),
+    ("apgd_t", {}),
     ("apgd_daa_blob", {"loss": "cw"}),
+    ("fab_t", {}),
     ("apgd_daa_dgf", {"loss": "xent"}),
     ("apgd", {"loss": "dlr"}),
     ("apgd", {"loss": "margin", "init": "odi"}),
     ("apgd_daa_blob", {"loss": "margin"}),
     ("apgd", {"loss": "xent", "init": "odi"}),
     ("apgd_daa_blob", {"loss": "xent"}),
-    ("apgd", {"loss": "cw"}),
-    ("apgd_daa_dgf", {"loss": "cw", "init": "odi"}),
 )
 MIN_STAGE_STEPS = 50  # gradients per stage (docs/algorithms.md#strongest: measured at budget 100)
 
 
+def _runs(attack: str, settings: Mapping[str, Any], classes: int) -> int:
+    """Runs per image of a stage: its target classes (at most ``classes - 1``), else 1."""
+    targets = attack_settings(attack, eps=1.0, **{**settings, "steps": 1}).targets
+    return min(targets, classes - 1) if targets else 1
+
+
+def sized(stage: Stage, share: int, classes: int = 10) -> Stage:
+    """``stage`` (an attack of :data:`DEFAULT_SEQUENCE`) with the most steps whose gradients per
+    image fit ``share``: ``share // runs`` per target class, less the ODI start's steps (the ODI
+    start is dropped when the share is at most twice them). At least one step."""
+    settings = dict(stage.settings)
+    settings.pop("steps", None)
+    per_run = share // _runs(stage.attack, settings, classes)
+    odi = settings.get("init") == "odi" and per_run > 2 * DEFAULT_ODI_STEPS
+    if not odi:
+        settings.pop("init", None)
+    settings["steps"] = max(1, per_run - (DEFAULT_ODI_STEPS if odi else 0))
+    return Stage(stage.attack, settings, stage.restarts)
+
+
+def _sequence(classes: int) -> List[Tuple[str, Mapping[str, Any]]]:
+    """:data:`DEFAULT_SEQUENCE` on a model with ``classes`` logits: DLR needs 3 classes, the
+    targeted attacks (APGD-T's targeted DLR) 4."""
+    return [(attack, settings) for attack, settings in DEFAULT_SEQUENCE
+            if (classes >= 3 or settings.get("loss") != "dlr")
+            and (classes >= 4 or not ATTACKS[attack].targets)]
+
+
 def default_stages(budget: int, classes: int = 10) -> List[Stage]:
-    """The default sequence for ``budget`` (at least 1) gradients per image: the stages of
-    :data:`DEFAULT_SEQUENCE`, as many as give each at least :data:`MIN_STAGE_STEPS` gradients
-    (at most all, at least one), the budget shared equally (a stage with an ODI start spends
-    :data:`~daa_tf.specs.DEFAULT_ODI_STEPS` of its share on it, and drops it below twice that;
-    DLR needs 3 classes and is skipped below)."""
+    """The default sequence for ``budget`` (at least 1) gradients per image, each stage at its
+    nominal share: the stages of :data:`DEFAULT_SEQUENCE`, as many as give each at least
+    :data:`MIN_STAGE_STEPS` gradients (at most all, at least one), the budget shared equally
+    (:func:`sized`). A cascade running them sets each stage's share again when it starts
+    (:func:`reinvested`)."""
     budget = whole_number("budget", budget, 1)
-    sequence = [(attack, settings) for attack, settings in DEFAULT_SEQUENCE
-                if classes >= 3 or settings["loss"] != "dlr"]
+    sequence = _sequence(classes)
     count = max(1, min(len(sequence), budget // MIN_STAGE_STEPS))
     share = budget // count
-    stages = []
-    for attack, settings in sequence[:count]:
-        settings = dict(settings)
-        odi = settings.get("init") == "odi" and share > 2 * DEFAULT_ODI_STEPS
-        if not odi:
-            settings.pop("init", None)
-        settings["steps"] = share - (DEFAULT_ODI_STEPS if odi else 0)
-        stages.append(Stage(attack, settings))
-    return stages
+    return [sized(Stage(attack, dict(settings)), share, classes)
+            for attack, settings in sequence[:count]]
+
+
+def reinvested(stages: Sequence[Stage], budget: int, starts: Sequence[int],
+               classes: int = 10) -> List[Stage]:
+    """The gradient stages of one pass of the default sequence, sized when each starts
+    (docs/algorithms.md#strongest, "Reinvested budget"): ``starts[k]`` images are still
+    classified correctly when stage ``k`` starts (``k < len(starts)``, ``starts[0]`` at the
+    pass's start). The pass may spend ``budget x starts[0]`` gradients; each gradient stage
+    gets an equal part of what the earlier ones left, over the images it starts on, at most
+    ``budget`` per image (what a single attack gets), and is charged its gradients per image
+    times ``starts[k]``. Query stages (Square) are kept as they are. Returns the first
+    ``len(starts)`` stages, sized."""
+    left = budget * starts[0]
+    remaining = sum(1 for stage in stages if stage.gradients(classes))
+    out = []
+    for stage, images in zip(stages, starts):
+        if not stage.gradients(classes):
+            out.append(stage)
+            continue
+        if images:  # a stage no image reaches does not run: it keeps its nominal size
+            stage = sized(stage, max(1, min(budget, left // (remaining * images))), classes)
+            left -= stage.gradients(classes) * images
+        remaining -= 1
+        out.append(stage)
+    return out
 
 
 def strongest_stages(budget: int, queries: Optional[int] = None, classes: int = 10
@@ -173,6 +220,12 @@ class CascadeSettings:
         sizes = {stage.resolved().particles for stage in stages
                  if ATTACKS[stage.attack].interacting}
         return math.lcm(*sizes) if sizes else None  # whole groups of every DAA stage
+
+    @property
+    def reinvests(self) -> bool:
+        """True when the stages are ``strongest``'s default sequence, each sized when it starts
+        from the budget the earlier stages left (:func:`reinvested`)."""
+        return self.attack == "strongest" and self.stages is None
 
     def stages_for(self, classes: int, checked: bool = True) -> List[Stage]:
         """The stages on a model with ``classes`` logits, checked against the budget."""

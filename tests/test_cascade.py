@@ -53,6 +53,31 @@ def test_default_cascade_runs(model, data):
     assert result.accuracy < np.mean(model(x0).numpy().argmax(axis=1) == y)
 
 
+def test_default_cascade_reinvests_what_fooled_images_leave(model, data):
+    """docs/algorithms.md#strongest, "Reinvested budget": each default stage is sized when it
+    starts from the images still correct; the gradients spent stay within budget x the images
+    correct at the start, and the images a stage fools alone, as sized, the cascade fools."""
+    from daa_tf.cascade import stage_seed
+
+    x0, y = data
+    ran = []
+    result = daa_tf.strongest(model, x0, y, eps=EPS, budget=100, seed=4, verbose=0,
+                              on_stage=lambda i, stage, acc, sec: ran.append((stage, acc)))
+    correct = int(np.sum(model(x0).numpy().argmax(axis=1) == y))
+    starts = [correct] + [int(round(acc * len(x0))) for _, acc in ran[:-1]]
+    stages = [stage for stage, _ in ran]
+    assert [s.attack for s in stages] == ["apgd", "apgd_t"]  # budget 100: two stages
+    assert starts[1] < starts[0]  # APGD-CE fooled some: APGD-T gets more than its nominal 45
+    assert stages[1].gradients(6) > 45 and stages[1].gradients(6) <= 100
+    assert sum(s.gradients(6) * n for s, n in zip(stages, starts)) <= 100 * correct
+    assert result.gradients_mean * len(x0) <= 100 * correct
+    assert result.gradients_per_image == 100
+    for i, stage in enumerate(stages):
+        alone = daa_tf.run(model, x0, y, stage.attack, eps=EPS, seed=stage_seed(4, i),
+                           verbose=0, **stage.settings)
+        assert np.all(result.correct <= alone.correct), stage.describe()
+
+
 STAGES = (daa_tf.Stage("pgd", {"steps": 3, "step_size": 0.01}),
           daa_tf.Stage("apgd", {"steps": 4, "loss": "margin"}))
 

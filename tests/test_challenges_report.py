@@ -363,6 +363,24 @@ def test_autoattack_is_a_row_with_its_own_settings(tmp_path, monkeypatch):
         _tiny_config(autoattack_version="rand")
 
 
+def test_report_gives_strongest_its_query_budget():
+    """``queries`` (``--queries``): strongest's Square stage in the report, as in the runners;
+    a saved strongest result names its default stages, so a changed sequence runs again."""
+    from challenges.report.runs import _settings_record
+
+    cfg = _tiny_config(attacks=("pgd", "strongest"), queries=300)
+    settings = cfg.attack_settings("strongest", "xent")
+    assert settings.queries == 300 and settings.stages_for(10)[-1].attack == "square"
+    assert cfg.attack_settings("pgd", "xent").steps == cfg.steps  # other rows untouched
+    record = _settings_record(settings)
+    assert record["reinvests"] and record["stages"][-1][0] == "square"
+    assert _settings_record(_tiny_config(attacks=("strongest",)).attack_settings(
+        "strongest", "xent"))["stages"][-1][0] != "square"
+    for bad in (0, 2.5):
+        with pytest.raises(report.ReportError, match="queries"):
+            _tiny_config(queries=bad)
+
+
 def test_synthetic_report_without_matplotlib(tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"]:
         monkeypatch.delitem(sys.modules, name)

@@ -27,6 +27,7 @@ def define_flags() -> None:
     options.define_model_data_flags(None)
     options.define_attack_setting_flags(None)
     options.define_autoattack_flag()
+    options.define_queries_flag()
     options.define_run_flags("Skip the attacks already saved under --out and continue an "
                              "interrupted one from its last restart.")
     options.list_flags_in_help()
@@ -81,7 +82,7 @@ def config_from_flags(challenge: registry.Challenge, f: flags.FlagValues) -> Rep
         attacks=tuple(f.attacks), losses=tuple(f.losses), fgsm_step_size=f.fgsm_step_size, c=c,
         eps_grid=grid, eps_grid_losses=tuple(f.eps_grid_losses), examples_daa=f.examples_daa,
         examples_loss=f.examples_loss, jit_compile=options.jit_compile(f),
-        autoattack_version=f.autoattack_version)
+        autoattack_version=f.autoattack_version, queries=f.queries)
 
 
 def _make(challenge: registry.Challenge, cfg: ReportConfig, f: flags.FlagValues) -> None:

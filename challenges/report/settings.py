@@ -24,8 +24,9 @@ class ReportConfig:
     ``eps``, ``step_size``, ``fgsm_step_size`` are in pixel units of ``[clip_min, clip_max]``.
     ``attacks``: rows, names of :data:`daa_tf.catalogue.RUNNABLE`; ``losses``: columns (a
     cascade, whose stages choose their losses, runs once, under the first loss, and fills every
-    column; ``steps`` is its budget per image and restart; ``autoattack`` runs its own settings,
-    the version ``autoattack_version``, with no budget).
+    column; ``steps`` is its budget per image and restart, ``queries`` ``strongest``'s query
+    budget per image (None: no Square stage); ``autoattack`` runs its own settings, the version
+    ``autoattack_version``, with no budget).
     ``fgsm_step_size`` (the one-step attacks' step) defaults to ``eps``; on the eps grid it scales
     with eps. ``c`` overrides the DAA constants: ``{"daa_blob": {"xent": 1.1}, ...}`` (missing
     entries take the catalogue's defaults). ``eps_grid``: the eps values of the accuracy curve,
@@ -54,6 +55,7 @@ class ReportConfig:
     examples_loss: str = "xent"
     jit_compile: Optional[bool] = None
     autoattack_version: str = "standard"
+    queries: Optional[int] = None
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.attacks if a not in catalogue.RUNNABLE]
@@ -77,6 +79,10 @@ class ReportConfig:
         if self.autoattack_version not in catalogue.AUTOATTACK_VERSIONS:
             raise ReportError(f"autoattack_version must be one of "
                               f"{catalogue.AUTOATTACK_VERSIONS}, got {self.autoattack_version!r}")
+        if self.queries is not None and (not isinstance(self.queries, int)
+                                         or self.queries < 1):
+            raise ReportError(f"queries must be a whole number of at least 1, got "
+                              f"{self.queries!r}")
         problem = next(filter(None, (catalogue.batch_size_error(a, self.batch_size,
                                                                 self.particles)
                                      for a in self.attacks)), None)
@@ -103,7 +109,7 @@ class ReportConfig:
                 clip_max=self.clip_max, jit_compile=self.jit_compile)
         if catalogue.is_cascade(attack):
             return catalogue.cascade_settings(
-                attack, eps=eps, budget=self.steps, clip_min=self.clip_min,
+                attack, eps=eps, budget=self.steps, queries=self.queries, clip_min=self.clip_min,
                 clip_max=self.clip_max, jit_compile=self.jit_compile)
         if catalogue.get_spec(attack).one_step:
             step = eps if self.fgsm_step_size is None else self.fgsm_step_size * eps / self.eps
