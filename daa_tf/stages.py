@@ -186,10 +186,11 @@ def autoattack_stages(version: str = "standard") -> List[Stage]:
 class CascadeSettings:
     """A validated cascade (docs/algorithms.md#strongest, #autoattack): ``budget`` gradients per
     image (and restart; None: no limit) shared by ``stages`` (None: the cascade's own,
-    :func:`default_stages` for ``strongest``, :func:`autoattack_stages` of ``version`` for
-    ``autoattack``), at L-inf radius ``eps`` in the pixel box ``[clip_min, clip_max]``. Untargeted, with random starts: it answers the questions
-    a runner asks of any run settings (``kind``, ``targeted``, ``random_start``,
-    ``interacting``, ``batch_multiple``). Build it with :func:`cascade_settings`."""
+    :func:`default_stages` for ``strongest``, sized as they start, :func:`autoattack_stages` of
+    ``version`` for ``autoattack``), at L-inf radius ``eps`` in the pixel box ``[clip_min,
+    clip_max]``. Untargeted, with random starts: it answers the questions a runner asks of any
+    run settings (``kind``, ``targeted``, ``random_start``, ``interacting``,
+    ``batch_multiple``). Build it with :func:`cascade_settings`."""
 
     kind: ClassVar[str] = "cascade"
     interacting: ClassVar[bool] = False

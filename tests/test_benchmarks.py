@@ -11,7 +11,8 @@ from benchmarks import authors
 from benchmarks import run as bench
 from daa_tf import particles
 
-SMOKE = ["--random", "--batch", "8", "--particles", "4", "--steps", "2", "--repeats", "1", "--point-repeats", "1",
+SMOKE = ["--random", "--batch", "8", "--particles", "4", "--steps", "2", "--repeats", "1",
+         "--point-repeats", "1",
          "--driver-examples", "16", "--driver-steps", "4", "--steps-per-round", "2",
          "--driver-repeats", "1", "--compile-attacks", "pgd", "--large-particles", "12",
          "--large-steps", "1", "--large-repeats", "1", "--tile-threshold", "8",
