@@ -321,7 +321,8 @@ def strength(ctx: Context) -> List[Row]:
         rows += [dict(r, examples=n, seed=args.strength_seed) for r in made]
     if skipped:
         print(f"# strength: {', '.join(skipped)} skipped: art is not importable (pip install "
-              "adversarial-robustness-toolbox)", file=sys.stderr)
+              "adversarial-robustness-toolbox; art_autoattack also needs multiprocess)",
+              file=sys.stderr)
     _add_reach(rows)
     return rows
 

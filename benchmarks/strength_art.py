@@ -67,8 +67,9 @@ def _made(name: str, model: Any, x: np.ndarray, box: Dict[str, float], restart_s
     path = {"art_square": "SquareAttack", "art_autoattack": "AutoAttack"}.get(
         name, "AutoProjectedGradientDescent")
     attack_class = import_art(f"art.attacks.evasion.{path}")
-    if attack_class is None:
-        return None
+    if attack_class is None or (name == "art_autoattack"
+                                and import_art("multiprocess.Pool") is None):
+        return None  # ART's AutoAttack also imports multiprocess (not a dependency of ART's)
     classifier = art_classifier(model, CLASSES, x.shape[1:], (box["clip_min"], box["clip_max"]))
     batch = min(1000, len(x))
     if name == "art_square":
