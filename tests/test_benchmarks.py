@@ -310,7 +310,8 @@ def test_contender_lists_and_the_art_helpers(monkeypatch):
                        match=r"unknown contenders \['c'\]; known: \['a', 'b'\]"):
         parse("a,c")
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
-    monkeypatch.setitem(sys.modules, "art", None)  # not importable
+    for name in [m for m in sys.modules if m == "art" or m.startswith("art.")] + ["art"]:
+        monkeypatch.setitem(sys.modules, name, None)  # not importable, even once imported
     assert common.import_art("art.attacks.evasion.ProjectedGradientDescent") is None
     assert os.environ["TQDM_DISABLE"] == "1"  # set before tqdm could load with ART
 
