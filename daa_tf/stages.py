@@ -119,7 +119,7 @@ def default_stages(budget: int, classes: int = 10) -> List[Stage]:
 def reinvested(stages: Sequence[Stage], budget: int, starts: Sequence[int],
                classes: int = 10) -> List[Stage]:
     """The gradient stages of one pass of the default sequence, sized when each starts
-    (docs/algorithms.md#strongest, "Reinvested budget"): ``starts[k]`` images are still
+    (docs/algorithms.md#reinvested-budget): ``starts[k]`` images are still
     classified correctly when stage ``k`` starts (``k < len(starts)``, ``starts[0]`` at the
     pass's start). The pass may spend ``budget x starts[0]`` gradients; each gradient stage
     gets an equal part of what the earlier ones left, over the images it starts on, at most
