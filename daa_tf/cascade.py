@@ -37,10 +37,8 @@ def stage_seed(seed: int, index: int) -> int:
 def _fingerprint(settings: CascadeSettings, stages: Sequence[Stage], x0: np.ndarray,
                  y: np.ndarray, seed: int) -> str:
     """Everything a saved cascade state depends on (not the number of restarts)."""
-    described = [[s.attack, sorted((k, repr(v)) for k, v in s.settings.items()), s.restarts]
-                 for s in stages]
     return fingerprint([settings.attack, settings.eps, settings.clip_min, settings.clip_max,
-                        described, seed, settings.reinvests], x0, y)
+                        [s.record() for s in stages], seed, settings.reinvests], x0, y)
 
 
 def _sized(settings: CascadeSettings, stages: Sequence[Stage], index: int, clean: float,

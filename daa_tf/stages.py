@@ -50,6 +50,12 @@ class Stage:
         spec = ATTACKS[self.attack]
         return spec.label + (f"-{LOSS_LABELS[loss]}" if isinstance(loss, str) else "")
 
+    def record(self) -> List[Any]:
+        """``[attack, sorted (setting, repr(value)) pairs, restarts]``: what a saved result of
+        a cascade depends on (its fingerprints)."""
+        return [self.attack, sorted((k, repr(v)) for k, v in self.settings.items()),
+                self.restarts]
+
     def describe(self) -> str:
         """``attack (setting value, ...)`` for logs and tables."""
         shown = ", ".join(f"{k} {v}" for k, v in sorted(self.settings.items()))

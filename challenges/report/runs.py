@@ -41,8 +41,7 @@ def _settings_record(settings: catalogue.RunSettings) -> Dict[str, Any]:
     whether they are sized as they start), so a changed default sequence is run again."""
     record = {k: v for k, v in dataclasses.asdict(settings).items() if k != "jit_compile"}
     if catalogue.is_cascade(settings) and settings.stages is None:
-        record["stages"] = [[s.attack, sorted((k, repr(v)) for k, v in s.settings.items()),
-                             s.restarts] for s in settings.stages_for(10, checked=False)]
+        record["stages"] = [s.record() for s in settings.stages_for(10, checked=False)]
         record["reinvests"] = settings.reinvests
     return record
 
