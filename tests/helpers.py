@@ -8,6 +8,7 @@ and Keras are imported on use, so that importing this module stays cheap (a subp
 the in-graph tests imports it after configuring its logical devices).
 """
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -149,9 +150,19 @@ def evaluated_accuracy(stdout: str) -> float:
 
 def interrupt_once_saved(args: List[str], state: Path, sig: int) -> Tuple[int, str]:
     """Starts ``args``, sends ``sig`` once the resumable ``state`` exists (after the first
-    restart); returns the exit status and stderr."""
-    proc = subprocess.Popen(args, cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    restart); returns the exit status and stderr. When this process ignores SIGINT (started in
+    the background of a shell without job control, or left so by something earlier in it: seen
+    in full suite runs), the child would inherit it ignored and raise no KeyboardInterrupt; it is
+    started with SIGINT handled instead."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(args, cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         deadline = time.monotonic() + TIMEOUT
         while not state.exists() and proc.poll() is None and time.monotonic() < deadline:

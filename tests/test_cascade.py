@@ -66,8 +66,8 @@ def test_default_cascade_reinvests_what_fooled_images_leave(model, data):
     correct = int(np.sum(model(x0).numpy().argmax(axis=1) == y))
     starts = [correct] + [int(round(acc * len(x0))) for _, acc in ran[:-1]]
     stages = [stage for stage, _ in ran]
-    assert [s.attack for s in stages] == ["apgd", "apgd_t"]  # budget 100: two stages
-    assert starts[1] < starts[0]  # APGD-CE fooled some: APGD-T gets more than its nominal 45
+    assert [s.attack for s in stages] == ["apgd", "multitargeted"]  # budget 100: two stages
+    assert starts[1] < starts[0]  # APGD-CE fooled some: MultiTargeted gets more than its 45
     assert stages[1].gradients(6) > 45 and stages[1].gradients(6) <= 100
     assert sum(s.gradients(6) * n for s, n in zip(stages, starts)) <= 100 * correct
     assert result.gradients_mean * len(x0) <= 100 * correct

@@ -137,7 +137,7 @@ RESUME_CASES = {
                 dict(attack=catalogue.cascade_settings(eps=0.04, budget=7, stages=CASCADE_STAGES),
                      restarts=2, seed=5, verbose=0),
                 _interrupt_cascade, 1),
-    # strongest's default sequence (APGD-CE, APGD-T), each stage sized as it starts, twice
+    # strongest's default sequence (APGD-CE, MultiTargeted), each stage sized as it starts, twice
     "reinvested": ("dense", "cascade_data",
                    dict(attack=catalogue.cascade_settings(eps=0.04, budget=100), restarts=2,
                         seed=5, verbose=0),

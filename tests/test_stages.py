@@ -14,12 +14,15 @@ def test_default_stages_fit_the_budget():
         assert 0 < sum(stage.gradients(classes) for stage in stages) <= budget
     stages = catalogue.default_stages(1000)
     assert [s.gradients(10) for s in stages] == [100, 99, 100, 99] + [100] * 6
-    assert [s.attack for s in stages[:4]] == ["apgd", "apgd_t", "apgd_daa_blob", "fab_t"]
+    assert [s.attack for s in stages[:4]] == ["apgd", "multitargeted", "apgd_daa_blob", "fab_t"]
     assert stages[1].settings == {"steps": 11}  # 9 target classes x 11 steps
     assert stages[6].settings == {"loss": "margin", "init": "odi", "steps": 98}
     assert all(s.settings.get("loss") != "dlr" for s in catalogue.default_stages(1000, 2))
-    # the targeted stages need 4 classes (APGD-T's targeted DLR), and take at most C - 1 targets
-    assert {s.attack for s in catalogue.default_stages(1000, 3)}.isdisjoint({"apgd_t", "fab_t"})
+    # the targeted stages need 3 classes (two targets at least) and take at most C - 1 targets
+    assert {s.attack for s in catalogue.default_stages(1000, 2)}.isdisjoint(
+        {"multitargeted", "fab_t"})
+    three = catalogue.default_stages(1000, 3)
+    assert three[1].attack == "multitargeted" and three[1].settings == {"steps": 50}  # 2 x 50
     assert catalogue.default_stages(100, 4)[1].settings == {"steps": 16}  # 3 targets x 16
     assert len(catalogue.default_stages(35)) == 1  # stages of at least 50 gradients
     assert [s.settings["steps"] for s in catalogue.default_stages(120)] == [60, 6]
@@ -31,10 +34,11 @@ def test_reinvested_stages_share_what_the_earlier_ones_left():
     starts on, at most the budget per image; Square keeps its queries."""
     from daa_tf.stages import reinvested, strongest_stages
 
-    stages = strongest_stages(100, 500)  # APGD-CE 50, APGD-T 9 x 5, Square 500
+    stages = strongest_stages(100, 500)  # APGD-CE 50, MultiTargeted 9 x 5, Square 500
     # nothing fooled: the nominal shares
     assert reinvested(stages, 100, [200, 200, 200]) == stages
-    # 63 of 141 left after APGD-CE: APGD-T may take 50 x 141 / 63 = 111, capped at 100 (9 x 11)
+    # 63 of 141 left after APGD-CE: MultiTargeted may take 50 x 141 / 63 = 111, capped at 100
+    # (9 x 11)
     sized = reinvested(stages, 100, [141, 63, 60])
     assert [s.settings["steps"] for s in sized] == [50, 11, 500]
     # 120 of 141 left: 50 x 141 / 120 = 58 gradients, 9 targets x 6 steps
